@@ -1,0 +1,32 @@
+// Model directories (config.json + model.safetensors) and loading named full-size tensors into a
+// possibly sharded module: each rank copies its own slice of every tensor.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <string>
+
+#include "core/model_config.h"
+#include "core/safetensors.h"
+#include "core/transformer.h"
+
+namespace ds {
+
+ModelConfig read_model_config(const std::string& dir);
+// Writes config.json and model.safetensors; `tensors` are full (unsharded) base weights.
+void save_model_dir(const std::string& dir, const ModelConfig& cfg, const NamedTensors& tensors);
+
+// The base-model tensors of an unsharded model (no LoRA factors), by parameter name.
+NamedTensors base_tensors(Transformer& model);
+
+// Copies every selected parameter of `module` from `full`, slicing tensor-parallel shards.
+// A missing name or a full shape that disagrees is a FileError naming `source` and the tensor.
+void load_params(torch::nn::Module& module, const std::map<std::string, torch::Tensor>& full,
+                 const std::string& source, const std::function<bool(const std::string&)>& select);
+
+// Loads a model directory's weights into `model` (built with the directory's config).
+void load_model_weights(const std::string& dir, Transformer& model);
+
+bool is_delta_param(const std::string& name);  // LoRA factor or adapter parameter
+
+}  // namespace ds

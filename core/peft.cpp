@@ -1,0 +1,145 @@
+#include "core/peft.h"
+
+#include <map>
+
+namespace ds {
+
+void parse_peft_config(const YAML::Node& node, const Locator& where, PeftConfig& cfg) {
+  Fields f(node, "peft", where);
+  f.get_choice("method", cfg.method, {"lora", "adapter", "full", "none"});
+  f.get("r", cfg.r, 1, 1 << 20);
+  f.get("alpha", cfg.alpha, 0.0, 1e9);
+  f.get("dropout", cfg.dropout, 0.0, 0.999);
+  f.get_list("targets", cfg.targets, {"q", "k", "v", "o", "up", "down"});
+  f.get("use_rslora", cfg.use_rslora);
+  f.get_choice("lora_init", cfg.lora_init, {"kaiming", "gaussian"});
+  f.get("adapter_size", cfg.adapter_size, 0, int64_t{1} << 30);
+  f.get("adapter_reduction", cfg.adapter_reduction, 1, int64_t{1} << 30);
+  f.get_choice("adapter_placement", cfg.adapter_placement, {"houlsby", "pfeiffer"});
+  f.get_choice("adapter_nonlinearity", cfg.adapter_nonlinearity, {"relu", "gelu"});
+  f.get_choice("adapter_tp", cfg.adapter_tp, {"sharded", "replicated"});
+  if (cfg.method == "lora" && cfg.targets.empty()) f.fail("targets", "LoRA needs at least one target");
+  f.finish();
+}
+
+int64_t adapter_bottleneck(const PeftConfig& cfg, int64_t d_model) {
+  const int64_t m = cfg.adapter_size > 0 ? cfg.adapter_size : d_model / cfg.adapter_reduction;
+  return std::max<int64_t>(m, 1);
+}
+
+std::vector<std::pair<std::string, Linear>> lora_layers(Transformer& model) {
+  std::vector<std::pair<std::string, Linear>> out;
+  for (size_t i = 0; i < model->blocks.size(); ++i) {
+    auto& b = model->blocks[i];
+    const std::string p = "blocks." + std::to_string(i) + ".";
+    std::map<std::string, std::pair<std::string, Linear>> by_target{
+        {"q", {p + "attn.q", b->attn->q}},   {"k", {p + "attn.k", b->attn->k}},
+        {"v", {p + "attn.v", b->attn->v}},   {"o", {p + "attn.o", b->attn->o}},
+        {"up", {p + "mlp.up", b->mlp->up}}, {"down", {p + "mlp.down", b->mlp->down}}};
+    for (const auto& t : {"q", "k", "v", "o", "up", "down"}) {
+      if (by_target.at(t).second->has_lora()) out.push_back(by_target.at(t));
+    }
+  }
+  return out;
+}
+
+ParamReport apply_peft(Transformer& model, const PeftConfig& cfg, const LinearFactory& adapter_factory) {
+  for (auto& p : model->parameters()) p.set_requires_grad(cfg.method == "full");
+  if (cfg.method == "lora") {
+    LoraOptions lo{cfg.r, cfg.alpha, cfg.dropout, cfg.use_rslora, cfg.lora_init};
+    for (auto& b : model->blocks) {
+      std::map<std::string, Linear> by_target{{"q", b->attn->q}, {"k", b->attn->k}, {"v", b->attn->v},
+                                              {"o", b->attn->o}, {"up", b->mlp->up}, {"down", b->mlp->down}};
+      for (const auto& t : cfg.targets) by_target.at(t)->add_lora(lo);
+    }
+  } else if (cfg.method == "adapter") {
+    AdapterOptions ao;
+    ao.d_model = model->cfg.d_model;
+    ao.size = adapter_bottleneck(cfg, model->cfg.d_model);
+    ao.nonlinearity = cfg.adapter_nonlinearity;
+    for (auto& b : model->blocks) {
+      if (cfg.adapter_placement == "houlsby") {
+        b->attn_adapter = b->register_module("attn_adapter", Adapter(ao, adapter_factory, "attn_adapter"));
+      }
+      b->mlp_adapter = b->register_module("mlp_adapter", Adapter(ao, adapter_factory, "mlp_adapter"));
+    }
+  }
+  // What each method trains besides the frozen base.
+  for (auto& item : model->named_parameters()) {
+    const std::string& n = item.key();
+    bool train = cfg.method == "full";
+    if (cfg.method == "lora") train = n.find("lora_") != std::string::npos;
+    if (cfg.method == "adapter") {
+      // Houlsby et al. also train the layer norms and the head; a tied head is the embedding
+      // table, which stays frozen.
+      train = n.find("_adapter.") != std::string::npos || n.find(".ln") != std::string::npos ||
+              n.rfind("ln_f.", 0) == 0 || n.rfind("lm_head.", 0) == 0;
+    }
+    item.value().set_requires_grad(train);
+  }
+  return count_params(model);
+}
+
+namespace {
+std::string module_kind(const std::string& param) {
+  if (param.find("lora_") != std::string::npos) return "lora";
+  if (param.find("_adapter.") != std::string::npos) return "adapter";
+  if (param.find("ln") != std::string::npos) return "norm";
+  if (param.rfind("wte.", 0) == 0 || param.rfind("wpe.", 0) == 0) return "embedding";
+  return "base";
+}
+}  // namespace
+
+ParamReport count_params(Transformer& model) {
+  ParamReport r;
+  const auto shards = collect_param_shards(*model);
+  std::map<std::string, size_t> index;
+  for (const auto& item : model->named_parameters()) {
+    const std::string& n = item.key();
+    const torch::Tensor& p = item.value();
+    int64_t numel = p.numel();
+    auto it = shards.find(n);
+    if (it != shards.end() && it->second.dim >= 0) numel *= it->second.size;
+    const bool trainable = p.requires_grad();
+    r.total_params += numel;
+    const std::string kind = module_kind(n);
+    if (kind == "lora" || kind == "adapter") r.delta_params += numel;
+    if (trainable) {
+      r.trainable_params += numel;
+      r.trainable_bytes += numel * static_cast<int64_t>(p.element_size());
+    }
+    // Group by owning module; LoRA factors are listed apart from the frozen weight they modify.
+    std::string module = n.substr(0, n.rfind('.'));
+    if (kind == "lora") module += ".lora";
+    auto pos = index.find(module);
+    if (pos == index.end()) {
+      pos = index.emplace(module, r.modules.size()).first;
+      r.modules.push_back({module, kind, 0, 0});
+    }
+    r.modules[pos->second].params += numel;
+    if (trainable) r.modules[pos->second].trainable += numel;
+  }
+  return r;
+}
+
+Json ParamReport::to_json() const {
+  Json j = Json::object();
+  j["total_params"] = total_params;
+  j["trainable_params"] = trainable_params;
+  j["trainable_bytes"] = trainable_bytes;
+  j["delta_params"] = delta_params;
+  j["trainable_fraction"] = total_params ? static_cast<double>(trainable_params) / total_params : 0.0;
+  Json mods = Json::array();
+  for (const auto& m : modules) {
+    Json e = Json::object();
+    e["name"] = m.name;
+    e["kind"] = m.kind;
+    e["params"] = m.params;
+    e["trainable"] = m.trainable;
+    mods.push(e);
+  }
+  j["modules"] = mods;
+  return j;
+}
+
+}  // namespace ds

@@ -1,0 +1,46 @@
+// Token streams from text files (a file, a directory, a glob, or a list of them), split into a
+// training part and a held-out part deterministically: the last `val_fraction` of every file.
+// Training windows are a pure function of (seed, step, index), so any data-parallel split of a
+// global batch sees the same sequences and resuming needs only the step.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <string>
+#include <vector>
+
+#include "core/yaml_fields.h"
+
+namespace ds {
+
+struct DataConfig {
+  std::vector<std::string> paths;  // data.path: a string or a list; directories skip *.dat and links
+  double val_fraction = 0.1;
+};
+
+void parse_data_config(const YAML::Node& node, const Locator& where, DataConfig& cfg);
+
+// Expands files, directories and globs; throws FileError naming what matched nothing.
+std::vector<std::string> expand_paths(const std::vector<std::string>& paths);
+
+class TokenDataset {
+ public:
+  static TokenDataset load(const DataConfig& cfg);
+  static TokenDataset from_tokens(torch::Tensor train, torch::Tensor val);
+
+  // [count, seq_len + 1] int64: the sequences global[first .. first+count) of batch `step`.
+  torch::Tensor train_windows(uint64_t seed, int64_t step, int64_t first, int64_t count, int64_t seq_len) const;
+  // Held-out windows laid end to end without overlap; window i of num_eval_windows().
+  int64_t num_eval_windows(int64_t seq_len) const;
+  torch::Tensor eval_windows(int64_t first, int64_t count, int64_t seq_len) const;
+
+  int64_t train_tokens() const { return train_.numel(); }
+  int64_t val_tokens() const { return val_.numel(); }
+  const std::vector<std::string>& files() const { return files_; }
+
+ private:
+  torch::Tensor train_, val_;  // int64 token streams
+  std::vector<std::string> files_;
+};
+
+}  // namespace ds

@@ -1,0 +1,35 @@
+// The DP×TP process grid: world = dp × tp; TP groups are consecutive world ranks (so a TP group
+// stays inside a node), DP groups stride across them. Each group is its own communicator, named
+// deltashard.world / .tp / .dp in MPI, all recording into one ledger.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "dist/communicator.h"
+
+namespace ds {
+
+struct GridOptions {
+  int tp = 1;
+  std::string backend = "mpi";  // mpi | nccl
+  double timeout_s = 300;
+};
+
+struct ProcessGrid {
+  int world_rank = 0, world_size = 1;
+  int tp = 1, dp = 1;
+  int tp_rank = 0, dp_rank = 0;
+  std::shared_ptr<Ledger> ledger;
+  std::unique_ptr<Communicator> world, tp_group, dp_group;
+};
+
+// Collective over MPI_COMM_WORLD: every rank must call it. Throws when tp does not divide the
+// world size, naming both numbers.
+ProcessGrid make_grid(const GridOptions& options);
+
+// The (tp_rank, dp_rank) of a world rank, for tests and messages.
+inline int grid_tp_rank(int world_rank, int tp) { return world_rank % tp; }
+inline int grid_dp_rank(int world_rank, int tp) { return world_rank / tp; }
+
+}  // namespace ds
