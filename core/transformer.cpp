@@ -69,8 +69,10 @@ TransformerImpl::TransformerImpl(const ModelConfig& c, LinearFactory f) : cfg(c)
     wte->weight.normal_(0.0, cfg.init_std);
     wpe->weight.normal_(0.0, cfg.init_std / 2);
   }
+  auto list = register_module("blocks", torch::nn::ModuleList());
   for (int64_t i = 0; i < cfg.n_layer; ++i) {
-    blocks.push_back(register_module("blocks." + std::to_string(i), Block(cfg, factory)));
+    blocks.push_back(Block(cfg, factory));
+    list->push_back(blocks.back());
   }
   ln_f = register_module("ln_f", torch::nn::LayerNorm(torch::nn::LayerNormOptions({cfg.d_model}).eps(cfg.norm_eps)));
   if (!cfg.tie_embeddings) {

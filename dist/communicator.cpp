@@ -58,6 +58,7 @@ void Communicator::check_pieces(const std::string& op, const torch::Tensor& whol
 
 Work Communicator::run(const std::string& op, const std::string& tag, int64_t elements, int64_t bytes,
                        bool async, const std::function<Wait(bool)>& start, std::function<void()> after) {
+  if (size() == 1) return Work();  // nothing crosses processes: callers handle the local copy
   const auto t0 = std::chrono::steady_clock::now();
   const std::string what = op + " (tag " + tag + ", group " + group() + " of " + std::to_string(size()) + ")";
   CommRecord rec{op, group(), tag, "", size(), elements, bytes, wire_bytes_for(op, bytes, size()), 0, async};
@@ -111,18 +112,30 @@ void Communicator::all_reduce(std::vector<torch::Tensor>& ts, ReduceOp op, const
 
 void Communicator::all_gather(const torch::Tensor& in, torch::Tensor& out, const std::string& tag) {
   check_pieces("all_gather", out, in, tag);
+  if (size() == 1) {
+    out.copy_(in.view_as(out));
+    return;
+  }
   run("all_gather", tag, in.numel(), in.numel() * in.element_size(), false,
       [&](bool async) { return do_all_gather(in, out, async); });
 }
 
 Work Communicator::all_gather_async(const torch::Tensor& in, torch::Tensor& out, const std::string& tag) {
   check_pieces("all_gather", out, in, tag);
+  if (size() == 1) {
+    out.copy_(in.view_as(out));
+    return Work();
+  }
   return run("all_gather", tag, in.numel(), in.numel() * in.element_size(), true,
              [this, in, out](bool async) mutable { return do_all_gather(in, out, async); });
 }
 
 void Communicator::reduce_scatter(const torch::Tensor& in, torch::Tensor& out, ReduceOp op, const std::string& tag) {
   check_pieces("reduce_scatter", in, out, tag);
+  if (size() == 1) {
+    out.copy_(in.view_as(out));
+    return;
+  }
   run("reduce_scatter", tag, in.numel(), in.numel() * in.element_size(), false,
       [&](bool async) { return do_reduce_scatter(in, out, op, async); });
 }
@@ -130,6 +143,10 @@ void Communicator::reduce_scatter(const torch::Tensor& in, torch::Tensor& out, R
 Work Communicator::reduce_scatter_async(const torch::Tensor& in, torch::Tensor& out, ReduceOp op,
                                         const std::string& tag) {
   check_pieces("reduce_scatter", in, out, tag);
+  if (size() == 1) {
+    out.copy_(in.view_as(out));
+    return Work();
+  }
   return run("reduce_scatter", tag, in.numel(), in.numel() * in.element_size(), true,
              [this, in, out, op](bool async) mutable { return do_reduce_scatter(in, out, op, async); });
 }

@@ -35,6 +35,7 @@ struct CommOptions {
   std::shared_ptr<Ledger> ledger;
 };
 
+// A group of one rank moves nothing: its collectives are local copies and are not recorded.
 class Communicator {
  public:
   using Wait = std::function<void()>;

@@ -30,3 +30,8 @@ void print0(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
 [[noreturn]] void abort_job(const std::string& message, int code = 1);
 
 }  // namespace ds
+
+namespace ds {
+// Number of ranks on this node (for dividing the cores among them).
+int local_size();
+}  // namespace ds

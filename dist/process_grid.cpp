@@ -32,8 +32,8 @@ std::unique_ptr<Communicator> make_comm(MPI_Comm comm, const std::string& group,
 
 ProcessGrid make_grid(const GridOptions& o) {
   ProcessGrid g;
-  g.world_rank = world_rank();
-  g.world_size = world_size();
+  MPI_CHECK(MPI_Comm_rank(o.base, &g.world_rank));
+  MPI_CHECK(MPI_Comm_size(o.base, &g.world_size));
   if (o.tp < 1 || g.world_size % o.tp != 0) {
     throw CommError("parallel.tp " + std::to_string(o.tp) + " does not divide the world size " +
                     std::to_string(g.world_size));
@@ -45,9 +45,9 @@ ProcessGrid make_grid(const GridOptions& o) {
   g.ledger = std::make_shared<Ledger>();
 
   MPI_Comm world, tp, dp;
-  MPI_CHECK(MPI_Comm_dup(MPI_COMM_WORLD, &world));
-  MPI_CHECK(MPI_Comm_split(MPI_COMM_WORLD, g.dp_rank, g.tp_rank, &tp));  // same dp index: one TP group
-  MPI_CHECK(MPI_Comm_split(MPI_COMM_WORLD, g.tp_rank, g.dp_rank, &dp));  // same tp index: one DP group
+  MPI_CHECK(MPI_Comm_dup(o.base, &world));
+  MPI_CHECK(MPI_Comm_split(o.base, g.dp_rank, g.tp_rank, &tp));  // same dp index: one TP group
+  MPI_CHECK(MPI_Comm_split(o.base, g.tp_rank, g.dp_rank, &dp));  // same tp index: one DP group
   g.world = make_comm(world, "world", o, g.ledger);
   g.tp_group = make_comm(tp, "tp", o, g.ledger);
   g.dp_group = make_comm(dp, "dp", o, g.ledger);

@@ -3,6 +3,8 @@
 // deltashard.world / .tp / .dp in MPI, all recording into one ledger.
 #pragma once
 
+#include <mpi.h>
+
 #include <memory>
 #include <string>
 
@@ -14,6 +16,7 @@ struct GridOptions {
   int tp = 1;
   std::string backend = "mpi";  // mpi | nccl
   double timeout_s = 300;
+  MPI_Comm base = MPI_COMM_WORLD;  // tests build reference grids on MPI_COMM_SELF
 };
 
 struct ProcessGrid {
@@ -24,7 +27,7 @@ struct ProcessGrid {
   std::unique_ptr<Communicator> world, tp_group, dp_group;
 };
 
-// Collective over MPI_COMM_WORLD: every rank must call it. Throws when tp does not divide the
+// Collective over options.base: every rank must call it. Throws when tp does not divide the
 // world size, naming both numbers.
 ProcessGrid make_grid(const GridOptions& options);
 

@@ -1,0 +1,60 @@
+// Small models, text and configurations shared by the suites.
+#pragma once
+
+#include <mpi.h>
+
+#include <cstdio>
+#include <fstream>
+#include <string>
+
+#include "trainer/run_config.h"
+
+namespace ds::fixtures {
+
+// A text file of repetitive sentences: learnable in a few steps. Same path and content on every rank.
+inline std::string text_file() {
+  static std::string path;
+  if (!path.empty()) return path;
+  int rank = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  path = "/tmp/deltashard_test_text_" + std::to_string(static_cast<long>(getppid())) + ".txt";
+  if (rank == 0) {
+    std::ofstream out(path);
+    for (int i = 0; i < 400; ++i) {
+      out << "the quick brown fox " << (i % 7) << " jumps over the lazy dog. ";
+      out << "pack my box with " << (i % 5) << " dozen liquor jugs.\n";
+    }
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+  return path;
+}
+
+inline RunConfig tiny_config(const std::string& method) {
+  RunConfig c;
+  c.file = "test";
+  c.model.vocab_size = 256;
+  c.model.n_layer = 2;
+  c.model.n_head = 4;
+  c.model.d_model = 32;
+  c.model.d_ff = 64;
+  c.model.max_seq_len = 32;
+  c.peft.method = method;
+  c.peft.r = 4;
+  c.peft.alpha = 8;
+  c.peft.targets = {"q", "k", "v", "o", "up", "down"};
+  c.peft.adapter_size = 8;
+  c.data.paths = {text_file()};
+  c.data.val_fraction = 0.1;
+  c.train.steps = 3;
+  c.train.micro_batch = 2;
+  c.train.seq_len = 16;
+  c.train.lr = 1e-2;
+  c.train.warmup_steps = 0;
+  c.train.grad_clip = 1.0;
+  c.train.eval_windows = 8;
+  c.train.threads = 1;
+  c.train.seed = 7;
+  return c;
+}
+
+}  // namespace ds::fixtures

@@ -1,0 +1,125 @@
+// deltashard bench latency: forward latency of the base model, LoRA unmerged, LoRA merged and
+// adapters, at batch 1 and a larger batch; medians of repeated timed runs after warm-up.
+#include <algorithm>
+#include <chrono>
+#include <map>
+#include <sstream>
+
+#include "core/model_io.h"
+#include "dist/mpi_env.h"
+#include "trainer/cli.h"
+#include "trainer/session.h"
+
+namespace ds {
+
+namespace {
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0 : v[v.size() / 2];
+}
+
+std::vector<int64_t> parse_ints(const std::string& s, const char* what) {
+  std::vector<int64_t> out;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    try {
+      out.push_back(std::stoll(item));
+    } catch (const std::exception&) {
+      throw UsageError(std::string(what) + ": '" + item + "' is not an integer");
+    }
+    if (out.back() <= 0) throw UsageError(std::string(what) + ": values must be positive");
+  }
+  return out;
+}
+}  // namespace
+
+int cmd_bench_latency(int argc, char** argv) {
+  CommonArgs args;
+  std::string batches = "1,8";
+  int runs = 30, warmup = 5;
+  po::options_description desc("deltashard bench latency");
+  add_common(desc, args, true);
+  desc.add_options()("batches", po::value<std::string>(&batches), "batch sizes, comma separated (default 1,8)")(
+      "runs", po::value<int>(&runs), "timed runs per point (default 30)")(
+      "warmup", po::value<int>(&warmup), "untimed runs first (default 5)");
+  if (!parse_args(argc, argv, desc, args, true, "deltashard bench latency CONFIG [--batches 1,8] [--runs N] [--json]")) return 0;
+  const RunConfig cfg = load_run_config(args.config, args.overrides);
+  const std::vector<int64_t> bs = parse_ints(batches, "--batches");
+  const int64_t T = cfg.train.seq_len;
+  if (cfg.train.threads > 0) torch::set_num_threads(cfg.train.threads);
+  torch::NoGradGuard no_grad;
+
+  struct Variant {
+    const char* key;
+    const char* method;
+    bool merge;
+  };
+  const Variant variants[] = {{"base", "none", false}, {"lora_unmerged", "lora", false},
+                              {"lora_merged", "lora", true}, {"adapter", "adapter", false}};
+  Json out = Json::object();
+  std::map<std::string, std::vector<double>> table;
+  for (const auto& v : variants) {
+    torch::manual_seed(static_cast<uint64_t>(cfg.train.seed));
+    const ModelConfig mc = resolve_model_config(cfg);
+    Transformer model(mc, dense_factory());
+    if (!mc.path.empty()) load_model_weights(mc.path, model);
+    PeftConfig p = cfg.peft;
+    p.method = v.method;
+    p.dropout = 0;
+    apply_peft(model, p, dense_factory());
+    if (v.merge) {
+      for (auto& [n, l] : lora_layers(model)) l->merge();
+    }
+    model->eval();
+    Json rows = Json::array();
+    for (int64_t b : bs) {
+      const torch::Tensor x = torch::randint(0, mc.vocab_size, {b, T}, torch::kLong);
+      for (int i = 0; i < warmup; ++i) model->forward(x);
+      std::vector<double> ms;
+      for (int i = 0; i < runs; ++i) {
+        const auto t0 = std::chrono::steady_clock::now();
+        model->forward(x);
+        ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+      }
+      Json row = Json::object();
+      row["batch"] = b;
+      row["seq_len"] = T;
+      row["median_ms"] = median(ms);
+      table[v.key].push_back(median(ms));
+      row["runs"] = runs;
+      rows.push(row);
+    }
+    out[v.key] = rows;
+  }
+  out["threads"] = static_cast<int64_t>(torch::get_num_threads());
+  if (args.json) {
+    print0("%s\n", out.dump().c_str());
+    return 0;
+  }
+  print0("forward latency, median of %d runs, seq_len %lld, %d threads\n", runs, static_cast<long long>(T),
+         torch::get_num_threads());
+  print0("%-14s", "variant");
+  for (int64_t b : bs) print0("  batch %-6lld", static_cast<long long>(b));
+  print0("\n");
+  for (const auto& v : variants) {
+    print0("%-14s", v.key);
+    for (double ms : table[v.key]) print0("  %9.3f ms ", ms);
+    print0("\n");
+  }
+  return 0;
+}
+
+int cmd_bench(int argc, char** argv) {
+  const std::string what = argc > 1 ? argv[1] : "";
+  if (what == "latency") return cmd_bench_latency(argc - 1, argv + 1);
+  if (what == "comm") return cmd_bench_comm(argc - 1, argv + 1);
+  if (what == "step") return cmd_bench_step(argc - 1, argv + 1);
+  if (what == "--help" || what == "-h") {
+    print0("usage: deltashard bench latency|comm|step [options]   (deltashard bench KIND --help)\n");
+    return 0;
+  }
+  throw UsageError("bench needs one of latency, comm, step (got '" + what + "')");
+}
+
+}  // namespace ds

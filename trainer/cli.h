@@ -1,0 +1,46 @@
+// Shared pieces of the `deltashard` subcommands: option parsing with Boost.ProgramOptions, the
+// common --set/--json/--help options, and the one table of subcommands.
+#pragma once
+
+#include <boost/program_options.hpp>
+
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "dist/process_grid.h"
+#include "trainer/run_config.h"
+
+namespace ds {
+
+namespace po = boost::program_options;
+
+struct UsageError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+struct CommonArgs {
+  std::string config;
+  std::vector<std::string> overrides;
+  bool json = false;
+  bool help = false;
+};
+
+// Adds --set, --json, --help and the positional CONFIG (when `with_config`).
+void add_common(po::options_description& desc, CommonArgs& args, bool with_config);
+// Parses; returns false (after printing usage on rank 0) when --help was given.
+bool parse_args(int argc, char** argv, po::options_description& desc, const CommonArgs& args, bool with_config,
+                const std::string& usage);
+
+GridOptions grid_options(const RunConfig& cfg);
+
+int cmd_train(int argc, char** argv);
+int cmd_eval(int argc, char** argv);
+int cmd_merge(int argc, char** argv);
+int cmd_inspect(int argc, char** argv);
+int cmd_bench(int argc, char** argv);
+int cmd_bench_latency(int argc, char** argv);
+int cmd_bench_comm(int argc, char** argv);
+int cmd_bench_step(int argc, char** argv);
+
+}  // namespace ds

@@ -1,0 +1,82 @@
+// deltashard: the command line. Initialises MPI (a plain run is a world of one), dispatches to a
+// subcommand, and turns every error into one line and a non-zero exit on every rank.
+#include <cstdio>
+#include <cstring>
+#include <map>
+#include <string>
+
+#include "core/safetensors.h"
+#include "core/yaml_fields.h"
+#include "dist/check.h"
+#include "dist/mpi_env.h"
+#include "trainer/cli.h"
+
+namespace {
+
+struct Command {
+  int (*run)(int, char**);
+  const char* help;
+};
+
+const std::map<std::string, Command>& commands() {
+  static const std::map<std::string, Command> c{
+      {"train", {ds::cmd_train, "train CONFIG: fine-tune (lora, adapter, full) under mpirun with DP and TP"}},
+      {"eval", {ds::cmd_eval, "eval CONFIG [--checkpoint DIR] [--merged]: held-out loss and perplexity"}},
+      {"merge", {ds::cmd_merge, "merge CONFIG --checkpoint DIR --out DIR: write W0 + s·B·A as a model directory"}},
+      {"inspect", {ds::cmd_inspect, "inspect CONFIG: exact total and trainable parameter counts per module"}},
+      {"bench", {ds::cmd_bench, "bench latency|comm|step: measurements recorded in docs/"}},
+  };
+  return c;
+}
+
+void usage() {
+  ds::print0("usage: deltashard COMMAND [options]   (deltashard COMMAND --help)\n\ncommands:\n");
+  for (const auto& [name, c] : commands()) ds::print0("  %-8s %s\n", name.c_str(), c.help);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  ds::MpiEnv mpi(&argc, &argv);
+  if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h")) {
+    usage();
+    return argc < 2 ? 2 : 0;
+  }
+  const std::string name = argv[1];
+  auto it = commands().find(name);
+  int code = 0;
+  std::string error;
+  bool everywhere = true;  // errors that every rank hits alike are printed once, by rank 0
+  try {
+    if (it == commands().end()) throw ds::UsageError("unknown command '" + name + "' (see deltashard --help)");
+    code = it->second.run(argc - 1, argv + 1);
+  } catch (const ds::UsageError& e) {
+    error = e.what();
+    everywhere = false;
+    code = 2;
+  } catch (const ds::ConfigError& e) {
+    error = e.what();
+    everywhere = false;
+    code = 2;
+  } catch (const ds::FileError& e) {
+    error = e.what();
+    code = 1;
+  } catch (const std::exception& e) {
+    error = e.what();
+    code = 1;
+  }
+  if (!error.empty()) {
+    // One line: the first line of the message (LibTorch appends a backtrace to its own).
+    error = error.substr(0, error.find('\n'));
+    const int rank = ds::world_rank(), size = ds::world_size();
+    if (!everywhere || size == 1) {
+      if (rank == 0) std::fprintf(stderr, "deltashard: error: %s\n", error.c_str());
+    } else {
+      std::fprintf(stderr, "deltashard: error: rank %d: %s\n", rank, error.c_str());
+    }
+    std::fflush(stderr);
+    // A rank that fails alone must not leave its peers waiting in a collective.
+    if (size > 1 && everywhere) ds::abort_job("", code);
+  }
+  return code;
+}

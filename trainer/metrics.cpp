@@ -1,0 +1,82 @@
+#include "trainer/metrics.h"
+
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <stdexcept>
+
+namespace ds {
+
+Json comm_json(const std::vector<CommRecord>& records) {
+  Json j = Json::object();
+  for (const char* g : {"dp", "tp", "world"}) {
+    const CommTotals t = sum_records(records, g, "", "");
+    j[std::string(g) + "_collectives"] = t.calls;
+    j[std::string(g) + "_bytes"] = t.bytes;
+  }
+  j["comm_ms"] = sum_records(records, "", "", "").ms;
+  return j;
+}
+
+MetricsLog::MetricsLog(const std::string& path, bool enabled) {
+  if (!enabled || path.empty()) return;
+  f_ = std::fopen(path.c_str(), "a");
+  if (!f_) throw std::runtime_error(path + ": cannot open the metrics file (log.jsonl): " + std::strerror(errno));
+}
+
+MetricsLog::~MetricsLog() {
+  if (f_) std::fclose(f_);
+}
+
+void MetricsLog::write(const Json& record) {
+  if (!f_) return;
+  std::fprintf(f_, "%s\n", record.dump().c_str());
+  std::fflush(f_);
+}
+
+Progress::Progress(bool enabled) : enabled_(enabled), tty_(enabled && isatty(STDOUT_FILENO)) {}
+
+void Progress::update(const std::string& line, bool force_newline) {
+  if (!enabled_) return;
+  if (tty_) {
+    std::printf("\r\033[K%s", line.c_str());
+    dirty_ = true;
+    if (force_newline) {
+      std::printf("\n");
+      dirty_ = false;
+    }
+  } else if (force_newline) {
+    std::printf("%s\n", line.c_str());
+  }
+  std::fflush(stdout);
+}
+
+void Progress::finish() {
+  if (enabled_ && tty_ && dirty_) std::printf("\n");
+  dirty_ = false;
+  std::fflush(stdout);
+}
+
+std::string human_bytes(double b) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  int i = 0;
+  while (b >= 1024 && i < 4) {
+    b /= 1024;
+    ++i;
+  }
+  char buf[32];
+  std::snprintf(buf, sizeof buf, i == 0 ? "%.0f %s" : "%.2f %s", b, units[i]);
+  return buf;
+}
+
+std::string human_count(double n) {
+  char buf[32];
+  if (n >= 1e9) std::snprintf(buf, sizeof buf, "%.2fB", n / 1e9);
+  else if (n >= 1e6) std::snprintf(buf, sizeof buf, "%.2fM", n / 1e6);
+  else if (n >= 1e3) std::snprintf(buf, sizeof buf, "%.1fK", n / 1e3);
+  else std::snprintf(buf, sizeof buf, "%.0f", n);
+  return buf;
+}
+
+}  // namespace ds
