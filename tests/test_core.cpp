@@ -223,7 +223,7 @@ TEST(Config, WrongTypeAndRangeAndOverrideErrors) {
     load_run_config(ok, {"peft.targets=[q, x]"});
     FAIL();
   } catch (const ConfigError& e) {
-    EXPECT_NE(std::string(e.what()).find("--set peft.targets: unknown entry 'x'"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("--set: peft.targets: unknown entry 'x'"), std::string::npos) << e.what();
   }
   const RunConfig c = load_run_config(ok, {"peft.targets=[q, v, up]", "train.steps=5"});
   EXPECT_EQ(c.peft.targets, (std::vector<std::string>{"q", "v", "up"}));

@@ -36,6 +36,9 @@ void expect_same_weights(TrainSession& a, TrainSession& ref, double tol, const s
   ASSERT_EQ(wa.size(), wr.size()) << what;
   for (auto& [n, t] : wr) {
     ASSERT_TRUE(wa.count(n)) << what << ": " << n;
+    // softmax(q·(k+b)) does not depend on the key bias b: its gradient is zero in exact arithmetic,
+    // so Adam turns rounding noise into full-size steps and the values cannot be compared.
+    if (n.find("attn.k.bias") != std::string::npos) continue;
     const double rel = (wa[n] - t).norm().item<double>() / std::max(1e-12, t.norm().item<double>());
     EXPECT_LT(rel, tol) << what << ": " << n;
   }

@@ -12,7 +12,7 @@ namespace {
 Locator locator_for(const std::string& file, const std::set<std::string>& overridden) {
   Locator by_line = file_locator(file);
   return [by_line, overridden](const std::string& key, const YAML::Node& node) {
-    if (overridden.count(key)) return std::string("--set ") + key;
+    if (overridden.count(key)) return std::string("--set");
     return by_line(key, node);
   };
 }

@@ -1,6 +1,7 @@
 #include "trainer/session.h"
 
 #include <chrono>
+#include <set>
 #include <cmath>
 #include <thread>
 
@@ -195,7 +196,11 @@ void TrainSession::load_trainable(const std::string& dir) {
                       cfg_.peft.method + " (was the checkpoint made with another method or targets?)");
     }
   }
-  load_params(*model_, f.tensors, path, [](const std::string&) { return true; });
+  std::set<std::string> trainable;
+  for (const auto& item : model_->named_parameters()) {
+    if (item.value().requires_grad()) trainable.insert(item.key());
+  }
+  load_params(*model_, f.tensors, path, [&](const std::string& n) { return trainable.count(n) > 0; });
 }
 
 void TrainSession::load_optimizer(const std::string& dir) {
