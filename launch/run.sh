@@ -24,7 +24,7 @@ if [[ -n "${SLURM_JOB_ID:-}" && "${DELTASHARD_USE_SRUN:-0}" == 1 ]]; then
   exec srun --ntasks="$np" --kill-on-bad-exit=1 "$@"
 fi
 
-args=(-np "$np" --bind-to "$bind" -x PATH -x LD_LIBRARY_PATH -x OMP_NUM_THREADS)
+args=(-np "$np" --bind-to "$bind" -x PATH -x OMP_NUM_THREADS)
 # More ranks than cores (this 2-core machine, CI) needs --oversubscribe.
 cores=$(nproc)
 if [[ $oversubscribe == 1 || ( -z "$hostfile" && $np -gt $cores ) ]]; then args+=(--oversubscribe); fi
