@@ -6,10 +6,24 @@
 #include <cstdio>
 #include <algorithm>
 #include <cstdlib>
+#include <utility>
 
 #include "dist/check.h"
 
 namespace ds {
+
+namespace {
+// Rank and size within this node, from a shared-memory split, when no launcher says.
+std::pair<int, int> node_rank_and_size() {
+  MPI_Comm node;
+  MPI_CHECK(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node));
+  int r = 0, n = 1;
+  MPI_Comm_rank(node, &r);
+  MPI_Comm_size(node, &n);
+  MPI_Comm_free(&node);
+  return {r, n};
+}
+}  // namespace
 
 MpiEnv::MpiEnv(int* argc, char*** argv) {
   int initialized = 0;
@@ -44,12 +58,7 @@ int local_rank() {
   for (const char* var : {"OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID", "MPI_LOCALRANKID", "LOCAL_RANK"}) {
     if (const char* v = std::getenv(var)) return std::atoi(v);
   }
-  MPI_Comm node;
-  MPI_CHECK(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node));
-  int r = 0;
-  MPI_Comm_rank(node, &r);
-  MPI_Comm_free(&node);
-  return r;
+  return node_rank_and_size().first;
 }
 
 void print0(const char* fmt, ...) {
@@ -78,11 +87,6 @@ int local_size() {
   for (const char* var : {"OMPI_COMM_WORLD_LOCAL_SIZE", "SLURM_NTASKS_PER_NODE", "MPI_LOCALNRANKS", "LOCAL_WORLD_SIZE"}) {
     if (const char* v = std::getenv(var)) return std::max(1, std::atoi(v));
   }
-  MPI_Comm node;
-  MPI_CHECK(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node));
-  int n = 1;
-  MPI_Comm_size(node, &n);
-  MPI_Comm_free(&node);
-  return n;
+  return node_rank_and_size().second;
 }
 }  // namespace ds
