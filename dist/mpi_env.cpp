@@ -54,6 +54,12 @@ int world_size() {
   return n;
 }
 
+double all_ranks_max(double x) {
+  double out = x;
+  MPI_CHECK(MPI_Allreduce(&x, &out, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD));
+  return out;
+}
+
 int local_rank() {
   for (const char* var : {"OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID", "MPI_LOCALRANKID", "LOCAL_RANK"}) {
     if (const char* v = std::getenv(var)) return std::atoi(v);

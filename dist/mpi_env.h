@@ -22,6 +22,10 @@ int world_rank();
 int world_size();
 // Rank within this node: from the launcher (Open MPI, Slurm) or a shared-memory split.
 int local_rank();
+// Number of ranks on this node (for dividing the cores among them).
+int local_size();
+// The largest value of `x` over the world (collective; used for per-rank times and memory).
+double all_ranks_max(double x);
 
 // printf from world rank 0 only, flushed: the one way the trainer talks to the terminal.
 void print0(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -29,9 +33,4 @@ void print0(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
 // Ends every rank of the job with `message` on stderr; used where a rank cannot continue.
 [[noreturn]] void abort_job(const std::string& message, int code = 1);
 
-}  // namespace ds
-
-namespace ds {
-// Number of ranks on this node (for dividing the cores among them).
-int local_size();
 }  // namespace ds

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 packages=(build-essential cmake ninja-build ccache pkg-config
   libtorch-dev libopenblas0-openmp libopenmpi-dev openmpi-bin
   libyaml-cpp-dev libboost-program-options-dev libgtest-dev
-  fortunes gnuplot-nox)
+  fortunes gnuplot-nox jq)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -21,8 +21,9 @@ if [[ ${#missing[@]} -gt 0 ]]; then
 fi
 
 # Without OpenBLAS, Debian's LibTorch falls back to reference BLAS (about 25x slower matmuls).
-if ! ldconfig -p | grep -q "openblas-openmp/libblas.so.3"; then
-  echo "setup: warning: OpenBLAS is not the active BLAS; matrix products will be slow" >&2
+blas=$(readlink -f "$(ldconfig -p | awk '/libblas.so.3 /{print $NF; exit}')" 2>/dev/null || true)
+if [[ "$blas" != *openblas* ]]; then
+  echo "setup: warning: OpenBLAS is not the active BLAS; matrix products will be slow (libblas.so.3 -> ${blas:-none})" >&2
 fi
 
 jobs=$(nproc)

@@ -6,6 +6,7 @@
 #include <filesystem>
 
 #include "core/linear.h"
+#include "dist/dry_run.h"
 #include "dist/mpi_env.h"
 #include "dist/tp_gather.h"
 #include "test_helpers.h"
@@ -166,4 +167,37 @@ TEST(TensorParallelLedger, LoraAddsNoCollectiveShardedAdaptersAddTwoPerLayerEach
   EXPECT_EQ(lora.second, 2 * L - 1);
   EXPECT_EQ(sharded, std::make_pair(4 * L, 4 * L));  // Houlsby: +2 adapters × 1 each way per layer
   EXPECT_EQ(replicated, full);
+}
+
+// comm-model's premise: one step on a dry-run grid records exactly the collectives (operation,
+// group, group size, tag, phase, payload) that the same step records on real processes.
+TEST(DryRunGrid, RecordsTheSameScheduleAsRealProcesses) {
+  const int n = world_size();
+  if (n == 1) GTEST_SKIP() << "needs more than one rank";
+  for (const int tp : {1, 2}) {
+    if (n % tp != 0) continue;
+    for (const std::string method : {"lora", "adapter", "full"}) {
+      for (const int zero : {0, 1}) {
+        RunConfig c = fixtures::tiny_config(method);
+        c.parallel.tp = tp;
+        c.parallel.zero = zero;
+        c.parallel.bucket_mb = 0.002;
+        ProcessGrid real = make_grid(GridOptions{tp, "mpi", 60});
+        ProcessGrid dry = make_dry_run_grid(n / tp, tp);
+        TrainSession a(c, real), b(c, dry);
+        auto key = [](const std::vector<CommRecord>& rs) {
+          std::vector<std::string> out;
+          for (const auto& r : rs) {
+            out.push_back(r.op + " " + r.group + "/" + std::to_string(r.group_size) + " " + r.tag + " " + r.phase +
+                          " " + std::to_string(r.bytes));
+          }
+          return out;
+        };
+        const std::string what = method + " tp " + std::to_string(tp) + " zero " + std::to_string(zero);
+        const auto want = key(a.step().comm);
+        EXPECT_EQ(key(b.step().comm), want) << what;
+        EXPECT_FALSE(want.empty()) << what;
+      }
+    }
+  }
 }

@@ -12,15 +12,11 @@
 #include "dist/mpi_communicator.h"
 #include "dist/mpi_env.h"
 #include "trainer/cli.h"
+#include "trainer/metrics.h"
 
 namespace ds {
 
 namespace {
-double median_of(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
 double max_over_ranks(double x, MPI_Comm comm) {
   double out = x;
   MPI_CHECK(MPI_Allreduce(&x, &out, 1, MPI_DOUBLE, MPI_MAX, comm));
@@ -111,8 +107,8 @@ int cmd_bench_comm(int argc, char** argv) {
     // Sums grow by a factor n per all_reduce; tiny starting values keep them finite and normal.
     whole.fill_(1e-30);
     raw_whole.fill_(1e-30);
-    const double us = max_over_ranks(median_of(ours), raw);
-    const double raw_us = max_over_ranks(median_of(theirs), raw);
+    const double us = max_over_ranks(median(ours), raw);
+    const double raw_us = max_over_ranks(median(theirs), raw);
     const double algbw = static_cast<double>(size_bytes) / (us * 1e-6) / 1e9;
     Json row = Json::object();
     row["op"] = op;

@@ -8,16 +8,12 @@
 #include "core/model_io.h"
 #include "dist/mpi_env.h"
 #include "trainer/cli.h"
+#include "trainer/metrics.h"
 #include "trainer/session.h"
 
 namespace ds {
 
 namespace {
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0 : v[v.size() / 2];
-}
-
 std::vector<int64_t> parse_ints(const std::string& s, const char* what) {
   std::vector<int64_t> out;
   std::stringstream ss(s);

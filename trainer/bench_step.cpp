@@ -56,12 +56,10 @@ int cmd_bench_step(int argc, char** argv) {
       frac.push_back(sum_records(r.comm, "", "", "").ms / r.ms);
       tokens = r.tokens;
     }
-    std::sort(ms.begin(), ms.end());
-    std::sort(frac.begin(), frac.end());
     Json j = Json::object();
-    j["median_step_ms"] = ms[ms.size() / 2];
-    j["tokens_per_s"] = tokens / (ms[ms.size() / 2] / 1000.0);
-    j["comm_fraction"] = frac[frac.size() / 2];
+    j["median_step_ms"] = median(ms);
+    j["tokens_per_s"] = tokens / (median(ms) / 1000.0);
+    j["comm_fraction"] = median(frac);
     j["trainable_params"] = s.report().trainable_params;
     j["optimizer_state_bytes"] = s.optimizer().state_bytes();
     j["peak_rss_mb"] = peak_rss_mb();
@@ -69,8 +67,8 @@ int cmd_bench_step(int argc, char** argv) {
     out[m] = j;
     if (!args.json) {
       print0("%-10s %14lld %12.1f %12.0f %12.3f %14s %12.1f\n", m.c_str(),
-             static_cast<long long>(s.report().trainable_params), ms[ms.size() / 2],
-             tokens / (ms[ms.size() / 2] / 1000.0), frac[frac.size() / 2],
+             static_cast<long long>(s.report().trainable_params), median(ms),
+             tokens / (median(ms) / 1000.0), median(frac),
              human_bytes(static_cast<double>(s.optimizer().state_bytes())).c_str(), peak_rss_mb());
     }
   }

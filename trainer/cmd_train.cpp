@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <map>
 
 #include "dist/mpi_env.h"
 #include "trainer/cli.h"
@@ -38,6 +39,7 @@ int cmd_train(int argc, char** argv) {
   RunConfig cfg = load_run_config(args.config, args.overrides);
   if (!out.empty()) cfg.checkpoint.dir = out;
   ProcessGrid grid = make_grid(grid_options(cfg));
+  const LedgerScope whole_run(*grid.ledger);  // every collective of the run, for the closing totals
   TrainSession s(cfg, grid, resume);
   const bool rank0 = grid.world_rank == 0;
   const auto& t = s.config().train;
@@ -110,8 +112,7 @@ int cmd_train(int argc, char** argv) {
   if (!s.config().checkpoint.dir.empty()) s.save_checkpoint(s.config().checkpoint.dir);
 
   if (!rank0) return 0;
-  std::sort(step_ms.begin(), step_ms.end());
-  const double median_ms = step_ms.empty() ? 0 : step_ms[step_ms.size() / 2];
+  const double median_ms = median(step_ms);
   const double tok_s = seconds > 0 ? tokens / seconds : 0;
   const double n = std::max<int64_t>(1, counted);
   // What full fine-tuning would all-reduce per step: every parameter's fp32 gradient once
@@ -136,6 +137,34 @@ int cmd_train(int argc, char** argv) {
   j["tp_bytes_per_step"] = tp_per_step.bytes / n;
   j["full_ft_dp_bytes_per_step_computed"] = full_ft_bytes;
   j["checkpoint"] = s.config().checkpoint.dir;
+  // The whole run on rank 0 (setup, steps, evaluations, checkpoints), per communicator and
+  // operation, in the ledger's payload bytes: what tests/monitoring_check.sh holds against Open
+  // MPI's own per-communicator accounting.
+  Json run = Json::object();
+  for (const char* g : {"world", "tp", "dp"}) {
+    std::map<std::string, CommTotals> by_op;
+    int group_size = 1;
+    for (const auto& r : whole_run.records()) {
+      if (r.group != g) continue;
+      by_op[r.op].add(r);
+      group_size = r.group_size;
+    }
+    const CommTotals tot = whole_run.total(g);
+    Json gj = Json::object();
+    gj["collectives"] = tot.calls;
+    gj["bytes"] = tot.bytes;
+    gj["group_size"] = group_size;
+    Json ops = Json::object();
+    for (const auto& [op, t] : by_op) {
+      Json oj = Json::object();
+      oj["calls"] = t.calls;
+      oj["bytes"] = t.bytes;
+      ops[op] = oj;
+    }
+    gj["by_op"] = ops;
+    run[g] = gj;
+  }
+  j["run_comm"] = run;
   if (args.json) {
     std::printf("%s\n", j.dump().c_str());
     return 0;

@@ -24,6 +24,8 @@ const std::map<std::string, Command>& commands() {
       {"eval", {ds::cmd_eval, "eval CONFIG [--checkpoint DIR] [--merged]: held-out loss and perplexity"}},
       {"merge", {ds::cmd_merge, "merge CONFIG --checkpoint DIR --out DIR: write W0 + s·B·A as a model directory"}},
       {"inspect", {ds::cmd_inspect, "inspect CONFIG: exact total and trainable parameter counts per module"}},
+      {"compare", {ds::cmd_compare, "compare CONFIG --methods lora,adapter_sharded,...: per-method communication table"}},
+      {"comm-model", {ds::cmd_comm_model, "comm-model CONFIG --fabric F --grid dp=8,64,512: alpha-beta cost at scale"}},
       {"bench", {ds::cmd_bench, "bench latency|comm|step: measurements recorded in docs/"}},
   };
   return c;
@@ -31,7 +33,7 @@ const std::map<std::string, Command>& commands() {
 
 void usage() {
   ds::print0("usage: deltashard COMMAND [options]   (deltashard COMMAND --help)\n\ncommands:\n");
-  for (const auto& [name, c] : commands()) ds::print0("  %-8s %s\n", name.c_str(), c.help);
+  for (const auto& [name, c] : commands()) ds::print0("  %-10s %s\n", name.c_str(), c.help);
 }
 
 }  // namespace

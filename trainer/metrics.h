@@ -36,6 +36,8 @@ class Progress {
 };
 
 std::string human_bytes(double bytes);
+// The upper median (0 for none): what every "median" figure the tools print means.
+double median(std::vector<double> v);
 std::string human_count(double n);
 
 }  // namespace ds
