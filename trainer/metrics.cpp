@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <stdexcept>
 
@@ -36,7 +37,19 @@ void MetricsLog::write(const Json& record) {
   std::fflush(f_);
 }
 
-Progress::Progress(bool enabled) : enabled_(enabled), tty_(enabled && isatty(STDOUT_FILENO)) {}
+namespace {
+// Under mpirun a rank's stdout is a pseudo-terminal even when the user redirected mpirun's output
+// to a file, so redrawing is only used for a plain (non-MPI-launched) process on a terminal.
+bool redraw_ok() {
+  if (!isatty(STDOUT_FILENO)) return false;
+  for (const char* v : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "SLURM_STEP_ID"}) {
+    if (std::getenv(v)) return false;
+  }
+  return true;
+}
+}  // namespace
+
+Progress::Progress(bool enabled) : enabled_(enabled), tty_(enabled && redraw_ok()) {}
 
 void Progress::update(const std::string& line, bool force_newline) {
   if (!enabled_) return;
