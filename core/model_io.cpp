@@ -2,9 +2,11 @@
 
 #include <sys/stat.h>
 
+#include <cstdio>
 #include <fstream>
 #include <sstream>
 
+#include "core/hf_layout.h"
 #include "core/json_writer.h"
 
 namespace ds {
@@ -25,9 +27,7 @@ ModelConfig read_model_config(const std::string& dir) {
   }
   if (!root.IsMap()) throw FileError(path + ": not a JSON object");
   const std::string type = root["model_type"] ? root["model_type"].as<std::string>() : "";
-  if (type != "deltashard-gpt") {
-    throw FileError(path + ": model_type '" + type + "' is not supported (expected deltashard-gpt)");
-  }
+  if (type != "deltashard-gpt") return config_from_hf(root, path);
   // The same strict reader as the YAML model section, without the file-only keys.
   YAML::Node m = YAML::Clone(root);
   m.remove("model_type");
@@ -41,23 +41,107 @@ ModelConfig read_model_config(const std::string& dir) {
   return cfg;
 }
 
-void save_model_dir(const std::string& dir, const ModelConfig& cfg, const NamedTensors& tensors) {
+namespace {
+// The raw tensors of a model directory: model.safetensors, or the shards that
+// model.safetensors.index.json maps every tensor to. The files stay memory-mapped.
+std::map<std::string, torch::Tensor> read_weight_files(const std::string& dir, std::string& source) {
+  const std::string single = dir + "/model.safetensors", index = dir + "/model.safetensors.index.json";
+  std::ifstream idx(index);
+  if (!idx) {
+    source = single;
+    return read_safetensors(single).tensors;
+  }
+  source = index;
+  YAML::Node root;
+  try {
+    root = YAML::Load(idx);
+  } catch (const YAML::Exception& e) {
+    throw FileError(index + ": not valid JSON: " + e.what());
+  }
+  if (!root["weight_map"] || !root["weight_map"].IsMap()) throw FileError(index + ": weight_map is missing");
+  std::map<std::string, std::map<std::string, torch::Tensor>> files;
+  std::map<std::string, torch::Tensor> out;
+  for (const auto& kv : root["weight_map"]) {
+    const std::string name = kv.first.Scalar(), file = kv.second.Scalar();
+    if (file.empty() || file.find('/') != std::string::npos) {
+      throw FileError(index + ": tensor '" + name + "' maps to an invalid file name '" + file + "'");
+    }
+    if (!files.count(file)) files[file] = read_safetensors(dir + "/" + file).tensors;
+    auto it = files[file].find(name);
+    if (it == files[file].end()) {
+      throw FileError(index + ": tensor '" + name + "' is mapped to " + file + ", which does not hold it");
+    }
+    out[name] = it->second;
+  }
+  return out;
+}
+}  // namespace
+
+std::map<std::string, torch::Tensor> read_model_tensors(const std::string& dir, const ModelConfig& cfg) {
+  std::string source;
+  std::map<std::string, torch::Tensor> raw = read_weight_files(dir, source);
+  return cfg.layout == "deltashard" ? raw : from_hf(raw, cfg, source);
+}
+
+void save_model_dir(const std::string& dir, const ModelConfig& cfg, const NamedTensors& tensors,
+                    int64_t shard_bytes) {
   ::mkdir(dir.c_str(), 0755);
-  Json c = Json::object();
-  c["model_type"] = "deltashard-gpt";
-  c["vocab_size"] = cfg.vocab_size;
-  c["n_layer"] = cfg.n_layer;
-  c["n_head"] = cfg.n_head;
-  c["d_model"] = cfg.d_model;
-  c["d_ff"] = cfg.d_ff;
-  c["max_seq_len"] = cfg.max_seq_len;
-  c["tie_embeddings"] = cfg.tie_embeddings;
-  c["norm"] = cfg.norm;
-  c["activation"] = cfg.activation;
-  c["norm_eps"] = cfg.norm_eps;
-  c["init_std"] = cfg.init_std;
+  Json c;
+  NamedTensors out = tensors;
+  if (cfg.layout == "deltashard") {
+    c = Json::object();
+    c["model_type"] = "deltashard-gpt";
+    c["vocab_size"] = cfg.vocab_size;
+    c["n_layer"] = cfg.n_layer;
+    c["n_head"] = cfg.n_head;
+    c["n_kv_head"] = cfg.n_kv_head;  // 0: as many as n_head
+    c["d_model"] = cfg.d_model;
+    c["d_ff"] = cfg.d_ff;
+    c["max_seq_len"] = cfg.max_seq_len;
+    c["tie_embeddings"] = cfg.tie_embeddings;
+    c["norm"] = cfg.norm;
+    c["activation"] = cfg.activation;
+    c["positions"] = cfg.positions;
+    c["bias"] = cfg.bias;
+    c["rope_theta"] = cfg.rope_theta;
+    c["norm_eps"] = cfg.norm_eps;
+    c["init_std"] = cfg.init_std;
+  } else {
+    c = hf_config_json(cfg);
+    out = to_hf(tensors, cfg);
+  }
   // Weights first, config last: a directory with a config.json is complete.
-  write_safetensors(dir + "/model.safetensors", tensors, {{"format", "pt"}});
+  int64_t total = 0;
+  for (const auto& nt : out) total += nt.second.numel() * nt.second.element_size();
+  if (shard_bytes <= 0 || total <= shard_bytes) {
+    write_safetensors(dir + "/model.safetensors", out, {{"format", "pt"}});
+  } else {
+    // Hugging Face's sharded layout: model-0000i-of-0000N.safetensors and an index.
+    std::vector<NamedTensors> shards(1);
+    int64_t in_shard = 0;
+    for (const auto& nt : out) {
+      const int64_t b = nt.second.numel() * nt.second.element_size();
+      if (in_shard > 0 && in_shard + b > shard_bytes) {
+        shards.emplace_back();
+        in_shard = 0;
+      }
+      shards.back().push_back(nt);
+      in_shard += b;
+    }
+    Json map = Json::object();
+    for (size_t i = 0; i < shards.size(); ++i) {
+      char name[64];
+      std::snprintf(name, sizeof name, "model-%05zu-of-%05zu.safetensors", i + 1, shards.size());
+      write_safetensors(dir + "/" + name, shards[i], {{"format", "pt"}});
+      for (const auto& nt : shards[i]) map[nt.first] = std::string(name);
+    }
+    Json index = Json::object();
+    Json meta = Json::object();
+    meta["total_size"] = total;
+    index["metadata"] = meta;
+    index["weight_map"] = map;
+    write_file_atomic(dir + "/model.safetensors.index.json", index.dump(2) + "\n");
+  }
   write_file_atomic(dir + "/config.json", c.dump(2) + "\n");
 }
 
@@ -94,9 +178,8 @@ void load_params(torch::nn::Module& module, const std::map<std::string, torch::T
 }
 
 void load_model_weights(const std::string& dir, Transformer& model) {
-  const std::string path = dir + "/model.safetensors";
-  const SafetensorsFile f = read_safetensors(path);
-  load_params(*model, f.tensors, path, [](const std::string& n) { return !is_delta_param(n); });
+  load_params(*model, read_model_tensors(dir, model->cfg), dir,
+              [](const std::string& n) { return !is_delta_param(n); });
 }
 
 }  // namespace ds

@@ -1,5 +1,7 @@
-// Model directories (config.json + model.safetensors) and loading named full-size tensors into a
-// possibly sharded module: each rank copies its own slice of every tensor.
+// Model directories and loading named full-size tensors into a possibly sharded module: each rank
+// copies its own slice of every tensor. A directory is DeltaShard's own (config.json with
+// model_type deltashard-gpt) or Hugging Face's GPT-2 or LLaMA layout (core/hf_layout.h), with one
+// model.safetensors or shards listed in model.safetensors.index.json.
 #pragma once
 
 #include <functional>
@@ -13,8 +15,12 @@
 namespace ds {
 
 ModelConfig read_model_config(const std::string& dir);
-// Writes config.json and model.safetensors; `tensors` are full (unsharded) base weights.
-void save_model_dir(const std::string& dir, const ModelConfig& cfg, const NamedTensors& tensors);
+// Writes config.json and the weights in cfg.layout; `tensors` are full (unsharded) base weights
+// with DeltaShard names. Above `shard_bytes` (> 0) the weights are split into HF-style shards.
+void save_model_dir(const std::string& dir, const ModelConfig& cfg, const NamedTensors& tensors,
+                    int64_t shard_bytes = 0);
+// Every weight of a model directory, with DeltaShard names (HF layouts converted).
+std::map<std::string, torch::Tensor> read_model_tensors(const std::string& dir, const ModelConfig& cfg);
 
 // The base-model tensors of an unsharded model (no LoRA factors), by parameter name.
 NamedTensors base_tensors(Transformer& model);

@@ -1,5 +1,8 @@
 #include "core/peft.h"
 
+#include <algorithm>
+#include <stdexcept>
+
 #include <map>
 
 namespace ds {
@@ -10,7 +13,7 @@ void parse_peft_config(const YAML::Node& node, const Locator& where, PeftConfig&
   f.get("r", cfg.r, 1, 1 << 20);
   f.get("alpha", cfg.alpha, 0.0, 1e9);
   f.get("dropout", cfg.dropout, 0.0, 0.999);
-  f.get_list("targets", cfg.targets, {"q", "k", "v", "o", "up", "down"});
+  f.get_list("targets", cfg.targets, {"q", "k", "v", "o", "gate", "up", "down"});
   f.get("use_rslora", cfg.use_rslora);
   f.get_choice("lora_init", cfg.lora_init, {"kaiming", "gaussian"});
   f.get("adapter_size", cfg.adapter_size, 0, int64_t{1} << 30);
@@ -27,17 +30,22 @@ int64_t adapter_bottleneck(const PeftConfig& cfg, int64_t d_model) {
   return std::max<int64_t>(m, 1);
 }
 
+std::vector<std::pair<std::string, Linear>> target_layers(Block& b) {
+  std::vector<std::pair<std::string, Linear>> out{{"q", b->attn->q}, {"k", b->attn->k}, {"v", b->attn->v},
+                                                  {"o", b->attn->o}};
+  if (b->mlp->gate) out.emplace_back("gate", b->mlp->gate);
+  out.emplace_back("up", b->mlp->up);
+  out.emplace_back("down", b->mlp->down);
+  return out;
+}
+
 std::vector<std::pair<std::string, Linear>> lora_layers(Transformer& model) {
   std::vector<std::pair<std::string, Linear>> out;
   for (size_t i = 0; i < model->blocks.size(); ++i) {
     auto& b = model->blocks[i];
     const std::string p = "blocks." + std::to_string(i) + ".";
-    std::map<std::string, std::pair<std::string, Linear>> by_target{
-        {"q", {p + "attn.q", b->attn->q}},   {"k", {p + "attn.k", b->attn->k}},
-        {"v", {p + "attn.v", b->attn->v}},   {"o", {p + "attn.o", b->attn->o}},
-        {"up", {p + "mlp.up", b->mlp->up}}, {"down", {p + "mlp.down", b->mlp->down}}};
-    for (const auto& t : {"q", "k", "v", "o", "up", "down"}) {
-      if (by_target.at(t).second->has_lora()) out.push_back(by_target.at(t));
+    for (const auto& [t, layer] : target_layers(b)) {
+      if (layer->has_lora()) out.emplace_back(p + (t == "q" || t == "k" || t == "v" || t == "o" ? "attn." : "mlp.") + t, layer);
     }
   }
   return out;
@@ -48,9 +56,15 @@ ParamReport apply_peft(Transformer& model, const PeftConfig& cfg, const LinearFa
   if (cfg.method == "lora") {
     LoraOptions lo{cfg.r, cfg.alpha, cfg.dropout, cfg.use_rslora, cfg.lora_init};
     for (auto& b : model->blocks) {
-      std::map<std::string, Linear> by_target{{"q", b->attn->q}, {"k", b->attn->k}, {"v", b->attn->v},
-                                              {"o", b->attn->o}, {"up", b->mlp->up}, {"down", b->mlp->down}};
-      for (const auto& t : cfg.targets) by_target.at(t)->add_lora(lo);
+      const auto layers = target_layers(b);
+      for (const auto& t : cfg.targets) {
+        auto it = std::find_if(layers.begin(), layers.end(), [&](const auto& l) { return l.first == t; });
+        if (it == layers.end()) {
+          throw ConfigError("peft.targets: '" + t + "' is not a layer of this model (gate needs model.activation swiglu)");
+        }
+        Linear layer = it->second;
+        layer->add_lora(lo);
+      }
     }
   } else if (cfg.method == "adapter") {
     AdapterOptions ao;

@@ -17,7 +17,7 @@ struct PeftConfig {
   int64_t r = 8;
   double alpha = 16;
   double dropout = 0.0;
-  std::vector<std::string> targets{"q", "v"};  // any of q k v o up down
+  std::vector<std::string> targets{"q", "v"};  // any of q k v o gate up down
   bool use_rslora = false;
   std::string lora_init = "kaiming";  // kaiming | gaussian
   // Adapters
@@ -52,6 +52,10 @@ ParamReport apply_peft(Transformer& model, const PeftConfig& cfg, const LinearFa
 
 // Exact full-model counts (a tensor-parallel shard is counted as its whole tensor, once).
 ParamReport count_params(Transformer& model);
+
+// The layers of one block that LoRA can target, by target name, in model order: q k v o
+// (gate) up down.
+std::vector<std::pair<std::string, Linear>> target_layers(Block& block);
 
 // The LoRA layers the targets select, by dotted module name.
 std::vector<std::pair<std::string, Linear>> lora_layers(Transformer& model);

@@ -6,28 +6,74 @@ namespace ds {
 
 namespace F = torch::nn::functional;
 
-AttentionImpl::AttentionImpl(const ModelConfig& cfg, const LinearFactory& factory)
-    : head_dim(cfg.head_dim()), fanout(factory.fanout("attn")) {
-  const int64_t d = cfg.d_model;
-  // GPT-2 scales the residual projections' init by 1/sqrt(2·n_layer).
-  const double resid_std = cfg.init_std / std::sqrt(2.0 * static_cast<double>(cfg.n_layer));
-  q = register_module("q", factory.linear({"attn.q", d, d, true, Split::Rows, cfg.init_std}));
-  k = register_module("k", factory.linear({"attn.k", d, d, true, Split::Rows, cfg.init_std}));
-  v = register_module("v", factory.linear({"attn.v", d, d, true, Split::Rows, cfg.init_std}));
-  o = register_module("o", factory.linear({"attn.o", d, d, true, Split::Cols, resid_std}));
+NormImpl::NormImpl(const ModelConfig& cfg) : rms(cfg.norm == "rmsnorm"), eps(cfg.norm_eps) {
+  weight = register_parameter("weight", torch::ones({cfg.d_model}));
+  if (!rms) bias = register_parameter("bias", torch::zeros({cfg.d_model}));
 }
 
-torch::Tensor AttentionImpl::forward(const torch::Tensor& x) {
+torch::Tensor NormImpl::forward(const torch::Tensor& x) {
+  if (!rms) return F::layer_norm(x, F::LayerNormFuncOptions({x.size(-1)}).weight(weight).bias(bias).eps(eps));
+  const torch::Tensor xf = x.to(torch::kFloat);
+  return (xf * torch::rsqrt(xf.pow(2).mean(-1, true) + eps)).to(x.scalar_type()) * weight;
+}
+
+torch::Tensor apply_rope(const torch::Tensor& x, int64_t first, double theta) {
+  const int64_t T = x.size(2), hd = x.size(3), half = hd / 2;
+  const auto opts = torch::TensorOptions().dtype(torch::kFloat).device(x.device());
+  const torch::Tensor inv_freq = torch::pow(theta, -torch::arange(0, hd, 2, opts) / static_cast<double>(hd));
+  const torch::Tensor angles = torch::outer(torch::arange(first, first + T, opts), inv_freq);  // [T, hd/2]
+  const torch::Tensor emb = torch::cat({angles, angles}, -1);                                    // [T, hd]
+  const torch::Tensor cos = emb.cos().to(x.scalar_type()), sin = emb.sin().to(x.scalar_type());
+  const torch::Tensor rotated = torch::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
+  return x * cos + rotated * sin;
+}
+
+AttentionImpl::AttentionImpl(const ModelConfig& cfg, const LinearFactory& factory)
+    : head_dim(cfg.head_dim()),
+      rope(cfg.positions == "rope"),
+      rope_theta(cfg.rope_theta),
+      fanout(factory.fanout("attn")) {
+  const int64_t d = cfg.d_model, kv = cfg.kv_heads() * cfg.head_dim();
+  // GPT-2 scales the residual projections' init by 1/sqrt(2·n_layer).
+  const double resid_std = cfg.init_std / std::sqrt(2.0 * static_cast<double>(cfg.n_layer));
+  q = register_module("q", factory.linear({"attn.q", d, d, cfg.bias, Split::Rows, cfg.init_std}));
+  k = register_module("k", factory.linear({"attn.k", d, kv, cfg.bias, Split::Rows, cfg.init_std}));
+  v = register_module("v", factory.linear({"attn.v", d, kv, cfg.bias, Split::Rows, cfg.init_std}));
+  o = register_module("o", factory.linear({"attn.o", d, d, cfg.bias, Split::Cols, resid_std}));
+}
+
+torch::Tensor AttentionImpl::forward(const torch::Tensor& x, torch::Tensor* cache_k, torch::Tensor* cache_v) {
   const int64_t B = x.size(0), T = x.size(1);
   const torch::Tensor xin = fanout(x);
   auto heads = [&](const torch::Tensor& t) {  // [B, T, h·hd] -> [B, h, T, hd]
     return t.view({B, T, t.size(2) / head_dim, head_dim}).transpose(1, 2);
   };
+  const int64_t past = cache_k && cache_k->defined() ? cache_k->size(2) : 0;
   torch::Tensor qh = heads(q->forward(xin));
   torch::Tensor kh = heads(k->forward(xin));
   torch::Tensor vh = heads(v->forward(xin));
+  if (rope) {
+    qh = apply_rope(qh, past, rope_theta);
+    kh = apply_rope(kh, past, rope_theta);
+  }
+  if (cache_k) {
+    if (past > 0) {
+      kh = torch::cat({*cache_k, kh}, 2);
+      vh = torch::cat({*cache_v, vh}, 2);
+    }
+    *cache_k = kh;
+    *cache_v = vh;
+  }
+  // Grouped-query attention: each key/value head serves n_head / n_kv_head query heads.
+  const int64_t group = qh.size(1) / kh.size(1);
+  if (group > 1) {
+    kh = kh.repeat_interleave(group, 1);
+    vh = vh.repeat_interleave(group, 1);
+  }
+  const int64_t S = kh.size(2);  // past + T keys; query i sits at position past + i
   torch::Tensor att = qh.matmul(kh.transpose(-2, -1)) * (1.0 / std::sqrt(static_cast<double>(head_dim)));
-  torch::Tensor mask = torch::ones({T, T}, torch::TensorOptions().dtype(torch::kBool).device(x.device())).triu(1);
+  torch::Tensor mask =
+      torch::ones({T, S}, torch::TensorOptions().dtype(torch::kBool).device(x.device())).triu(past + 1);
   att = torch::softmax(att.masked_fill(mask, -std::numeric_limits<float>::infinity()), -1);
   torch::Tensor y = att.matmul(vh).transpose(1, 2).contiguous();
   return o->forward(y.view({B, T, y.size(2) * y.size(3)}));
@@ -35,24 +81,29 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x) {
 
 MlpImpl::MlpImpl(const ModelConfig& cfg, const LinearFactory& factory) : fanout(factory.fanout("mlp")) {
   const double resid_std = cfg.init_std / std::sqrt(2.0 * static_cast<double>(cfg.n_layer));
-  up = register_module("up", factory.linear({"mlp.up", cfg.d_model, cfg.d_ff, true, Split::Rows, cfg.init_std}));
-  down = register_module("down", factory.linear({"mlp.down", cfg.d_ff, cfg.d_model, true, Split::Cols, resid_std}));
+  if (cfg.activation == "swiglu") {
+    gate = register_module("gate",
+                           factory.linear({"mlp.gate", cfg.d_model, cfg.d_ff, cfg.bias, Split::Rows, cfg.init_std}));
+  }
+  up = register_module("up", factory.linear({"mlp.up", cfg.d_model, cfg.d_ff, cfg.bias, Split::Rows, cfg.init_std}));
+  down = register_module("down", factory.linear({"mlp.down", cfg.d_ff, cfg.d_model, cfg.bias, Split::Cols, resid_std}));
 }
 
 torch::Tensor MlpImpl::forward(const torch::Tensor& x) {
-  return down->forward(F::gelu(up->forward(fanout(x)), F::GELUFuncOptions().approximate("tanh")));
+  const torch::Tensor xin = fanout(x);
+  if (gate) return down->forward(F::silu(gate->forward(xin)) * up->forward(xin));
+  return down->forward(F::gelu(up->forward(xin), F::GELUFuncOptions().approximate("tanh")));
 }
 
 BlockImpl::BlockImpl(const ModelConfig& cfg, const LinearFactory& factory) {
-  auto ln = [&] { return torch::nn::LayerNorm(torch::nn::LayerNormOptions({cfg.d_model}).eps(cfg.norm_eps)); };
-  ln1 = register_module("ln1", ln());
+  ln1 = register_module("ln1", Norm(cfg));
   attn = register_module("attn", Attention(cfg, factory));
-  ln2 = register_module("ln2", ln());
+  ln2 = register_module("ln2", Norm(cfg));
   mlp = register_module("mlp", Mlp(cfg, factory));
 }
 
-torch::Tensor BlockImpl::forward(const torch::Tensor& x) {
-  torch::Tensor a = attn->forward(ln1->forward(x));
+torch::Tensor BlockImpl::forward(const torch::Tensor& x, torch::Tensor* cache_k, torch::Tensor* cache_v) {
+  torch::Tensor a = attn->forward(ln1->forward(x), cache_k, cache_v);
   if (attn_adapter) a = attn_adapter->forward(a);
   const torch::Tensor h = x + a;
   torch::Tensor m = mlp->forward(ln2->forward(h));
@@ -63,10 +114,13 @@ torch::Tensor BlockImpl::forward(const torch::Tensor& x) {
 TransformerImpl::TransformerImpl(const ModelConfig& c, LinearFactory f) : cfg(c), factory(std::move(f)) {
   validate_model_config(cfg, "model");
   wte = register_module("wte", torch::nn::Embedding(cfg.vocab_size, cfg.d_model));
-  wpe = register_module("wpe", torch::nn::Embedding(cfg.max_seq_len, cfg.d_model));
   {
     torch::NoGradGuard no_grad;
     wte->weight.normal_(0.0, cfg.init_std);
+  }
+  if (cfg.positions == "learned") {
+    wpe = register_module("wpe", torch::nn::Embedding(cfg.max_seq_len, cfg.d_model));
+    torch::NoGradGuard no_grad;
     wpe->weight.normal_(0.0, cfg.init_std / 2);
   }
   auto list = register_module("blocks", torch::nn::ModuleList());
@@ -74,7 +128,7 @@ TransformerImpl::TransformerImpl(const ModelConfig& c, LinearFactory f) : cfg(c)
     blocks.push_back(Block(cfg, factory));
     list->push_back(blocks.back());
   }
-  ln_f = register_module("ln_f", torch::nn::LayerNorm(torch::nn::LayerNormOptions({cfg.d_model}).eps(cfg.norm_eps)));
+  ln_f = register_module("ln_f", Norm(cfg));
   if (!cfg.tie_embeddings) {
     // The head stays replicated: its output is the full vocabulary on every rank.
     LinearOptions o;
@@ -83,12 +137,24 @@ TransformerImpl::TransformerImpl(const ModelConfig& c, LinearFactory f) : cfg(c)
   }
 }
 
-torch::Tensor TransformerImpl::forward(const torch::Tensor& idx) {
+torch::Tensor TransformerImpl::forward(const torch::Tensor& idx, KVCache* cache) {
   const int64_t T = idx.size(1);
-  TORCH_CHECK(T <= cfg.max_seq_len, "sequence length ", T, " exceeds model.max_seq_len ", cfg.max_seq_len);
-  torch::Tensor pos = torch::arange(T, torch::TensorOptions().dtype(torch::kLong).device(idx.device()));
-  torch::Tensor x = wte->forward(idx) + wpe->forward(pos).unsqueeze(0);
-  for (auto& b : blocks) x = b->forward(x);
+  const int64_t past = cache ? cache->length() : 0;
+  TORCH_CHECK(past + T <= cfg.max_seq_len, "sequence length ", past + T, " exceeds model.max_seq_len ",
+              cfg.max_seq_len);
+  torch::Tensor x = wte->forward(idx);
+  if (wpe) {
+    const torch::Tensor pos =
+        torch::arange(past, past + T, torch::TensorOptions().dtype(torch::kLong).device(idx.device()));
+    x = x + wpe->forward(pos).unsqueeze(0);
+  }
+  if (cache && cache->k.size() != blocks.size()) {
+    cache->k.resize(blocks.size());
+    cache->v.resize(blocks.size());
+  }
+  for (size_t i = 0; i < blocks.size(); ++i) {
+    x = cache ? blocks[i]->forward(x, &cache->k[i], &cache->v[i]) : blocks[i]->forward(x);
+  }
   x = ln_f->forward(x);
   return lm_head ? lm_head->forward(x) : F::linear(x, wte->weight);
 }

@@ -1,10 +1,13 @@
-// A GPT-2 style pre-norm decoder written once: learned positions, LayerNorm, causal attention
-// with separate q, k, v, o projections, a GELU MLP, optional tied LM head. Every projection comes
-// from a LinearFactory, so the same code runs unsharded and tensor-parallel: the number of local
-// heads is read off the local q width, never from a TP size.
+// A pre-norm decoder written once for two families: GPT-2 (learned positions, LayerNorm, biases,
+// GELU MLP) and LLaMA (rotary positions, RMSNorm, no biases, SwiGLU MLP, grouped-query
+// attention), chosen by ModelConfig. Every projection comes from a LinearFactory, so the same
+// code runs unsharded and tensor-parallel: local head counts are read off the local q and k
+// widths, never from a TP size. Optional KV cache for generation.
 #pragma once
 
 #include <torch/torch.h>
+
+#include <vector>
 
 #include "core/adapter.h"
 #include "core/linear.h"
@@ -12,23 +15,50 @@
 
 namespace ds {
 
-struct AttentionImpl : torch::nn::Module {
-  AttentionImpl(const ModelConfig& cfg, const LinearFactory& factory);
-  // x [B, T, d] replicated -> [B, T, d] replicated.
+// LayerNorm: (x - mean) / sqrt(var + eps) · weight + bias; RMSNorm: x / sqrt(mean(x²) + eps) · weight.
+// Over the last dimension, computed in float32.
+struct NormImpl : torch::nn::Module {
+  explicit NormImpl(const ModelConfig& cfg);
   torch::Tensor forward(const torch::Tensor& x);
 
+  bool rms;
+  double eps;
+  torch::Tensor weight, bias;  // bias only for LayerNorm
+};
+TORCH_MODULE(Norm);
+
+// Keys and values of the positions seen so far, per layer: [B, kv_heads_local, T_past, head_dim].
+struct KVCache {
+  std::vector<torch::Tensor> k, v;
+  int64_t length() const { return k.empty() || !k[0].defined() ? 0 : k[0].size(2); }
+};
+
+// Rotary embedding (the rotate-half convention of Hugging Face's LLaMA): for positions p and
+// frequency i < hd/2, θ_i = theta^(-2i/hd); x·cos(pθ) + rotate_half(x)·sin(pθ) on [B, h, T, hd].
+torch::Tensor apply_rope(const torch::Tensor& x, int64_t first_position, double theta);
+
+struct AttentionImpl : torch::nn::Module {
+  AttentionImpl(const ModelConfig& cfg, const LinearFactory& factory);
+  // x [B, T, d] replicated -> [B, T, d] replicated. With a cache (k, v of this layer), x holds
+  // the positions after the cached ones and the cache grows by T.
+  torch::Tensor forward(const torch::Tensor& x, torch::Tensor* cache_k = nullptr, torch::Tensor* cache_v = nullptr);
+
   int64_t head_dim;
+  bool rope;
+  double rope_theta;
   TensorMap fanout;
   Linear q{nullptr}, k{nullptr}, v{nullptr}, o{nullptr};
 };
 TORCH_MODULE(Attention);
 
+// GELU: down(gelu(up(x))); SwiGLU: down(silu(gate(x)) ⊙ up(x)). up and gate column-parallel,
+// down row-parallel.
 struct MlpImpl : torch::nn::Module {
   MlpImpl(const ModelConfig& cfg, const LinearFactory& factory);
   torch::Tensor forward(const torch::Tensor& x);
 
   TensorMap fanout;
-  Linear up{nullptr}, down{nullptr};
+  Linear gate{nullptr}, up{nullptr}, down{nullptr};  // gate only for SwiGLU
 };
 TORCH_MODULE(Mlp);
 
@@ -36,9 +66,9 @@ TORCH_MODULE(Mlp);
 // injected (Houlsby: both; Pfeiffer: the MLP one).
 struct BlockImpl : torch::nn::Module {
   BlockImpl(const ModelConfig& cfg, const LinearFactory& factory);
-  torch::Tensor forward(const torch::Tensor& x);
+  torch::Tensor forward(const torch::Tensor& x, torch::Tensor* cache_k = nullptr, torch::Tensor* cache_v = nullptr);
 
-  torch::nn::LayerNorm ln1{nullptr}, ln2{nullptr};
+  Norm ln1{nullptr}, ln2{nullptr};
   Attention attn{nullptr};
   Mlp mlp{nullptr};
   Adapter attn_adapter{nullptr}, mlp_adapter{nullptr};
@@ -47,14 +77,14 @@ TORCH_MODULE(Block);
 
 struct TransformerImpl : torch::nn::Module {
   TransformerImpl(const ModelConfig& cfg, LinearFactory factory);
-  // idx [B, T] int64 -> logits [B, T, vocab].
-  torch::Tensor forward(const torch::Tensor& idx);
+  // idx [B, T] int64 -> logits [B, T, vocab]. With a cache, idx continues the cached positions.
+  torch::Tensor forward(const torch::Tensor& idx, KVCache* cache = nullptr);
 
   ModelConfig cfg;
   LinearFactory factory;
-  torch::nn::Embedding wte{nullptr}, wpe{nullptr};
+  torch::nn::Embedding wte{nullptr}, wpe{nullptr};  // wpe only for learned positions
   std::vector<Block> blocks;
-  torch::nn::LayerNorm ln_f{nullptr};
+  Norm ln_f{nullptr};
   Linear lm_head{nullptr};  // absent when tied to wte
 };
 TORCH_MODULE(Transformer);

@@ -119,6 +119,8 @@ void check_student(const ModelConfig& t, const ModelConfig& s) {
   };
   family("norm", t.norm, s.norm);
   family("activation", t.activation, s.activation);
+  family("positions", t.positions, s.positions);
+  family("bias", t.bias ? "true" : "false", s.bias ? "true" : "false");
   family("tie_embeddings", t.tie_embeddings ? "true" : "false", s.tie_embeddings ? "true" : "false");
   auto no_larger = [&](const char* key, int64_t teacher, int64_t student) {
     if (student > teacher) {
@@ -129,12 +131,17 @@ void check_student(const ModelConfig& t, const ModelConfig& s) {
   no_larger("vocab_size", t.vocab_size, s.vocab_size);
   no_larger("n_layer", t.n_layer, s.n_layer);
   no_larger("n_head", t.n_head, s.n_head);
+  no_larger("n_kv_head", t.kv_heads(), s.kv_heads());
   no_larger("d_model", t.d_model, s.d_model);
   no_larger("d_ff", t.d_ff, s.d_ff);
   no_larger("max_seq_len", t.max_seq_len, s.max_seq_len);
   if (s.n_head < 1 || s.d_model % s.n_head != 0) {
     throw std::invalid_argument("model.n_head: " + std::to_string(s.n_head) + " does not divide the student's d_model " +
                                 std::to_string(s.d_model));
+  }
+  if (s.n_head % s.kv_heads() != 0) {
+    throw std::invalid_argument("model.n_kv_head: " + std::to_string(s.kv_heads()) +
+                                " does not divide the student's n_head " + std::to_string(s.n_head));
   }
 }
 

@@ -23,6 +23,8 @@ bool is_file(const std::string& p) {
 
 ModelConfig student_config(const std::string& spec, ModelConfig cfg) {
   cfg.path.clear();
+  // Multi-head attention stays multi-head when the student changes n_head alone.
+  if (cfg.kv_heads() == cfg.n_head) cfg.n_kv_head = 0;
   if (is_file(spec)) {
     YAML::Node root;
     try {
@@ -89,14 +91,13 @@ int cmd_select(int argc, char** argv) {
   } catch (const std::invalid_argument& e) {
     throw ConfigError("--student: " + std::string(e.what()) + " (teacher " + teacher_dir + ")");
   }
-  const std::string weights = teacher_dir + "/model.safetensors";
-  const SafetensorsFile teacher = read_safetensors(weights);
+  const std::map<std::string, torch::Tensor> teacher = read_model_tensors(teacher_dir, tcfg);
   // The student's tensor names and shapes, from the model code itself.
   torch::NoGradGuard no_grad;
   Transformer shape_model(scfg, dense_factory());
   std::vector<std::pair<std::string, std::vector<int64_t>>> shapes;
   for (const auto& [name, t] : base_tensors(shape_model)) shapes.emplace_back(name, t.sizes().vec());
-  const NamedTensors selected = select_weights(tcfg, teacher.tensors, scfg, shapes, opt, weights);
+  const NamedTensors selected = select_weights(tcfg, teacher, scfg, shapes, opt, teacher_dir);
   if (world_rank() == 0) save_model_dir(out, scfg, selected);
 
   int64_t params = 0;

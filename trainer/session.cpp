@@ -37,6 +37,10 @@ TrainSession::TrainSession(RunConfig cfg, ProcessGrid& grid, const std::string& 
     throw ConfigError(cfg_.file + ": parallel.tp " + std::to_string(grid_.tp) + " does not divide model.n_head " +
                       std::to_string(mcfg.n_head));
   }
+  if (mcfg.kv_heads() % grid_.tp != 0) {
+    throw ConfigError(cfg_.file + ": parallel.tp " + std::to_string(grid_.tp) +
+                      " does not divide the model's key/value heads " + std::to_string(mcfg.kv_heads()));
+  }
   if (t.seq_len > mcfg.max_seq_len) {
     throw ConfigError(cfg_.file + ": train.seq_len " + std::to_string(t.seq_len) + " exceeds the model's max_seq_len " +
                       std::to_string(mcfg.max_seq_len));

@@ -1,0 +1,252 @@
+#include "core/hf_layout.h"
+
+#include <regex>
+
+namespace ds {
+
+namespace {
+
+template <typename T>
+T get_or(const YAML::Node& j, const char* key, T fallback, const std::string& path) {
+  if (!j[key] || j[key].IsNull()) return fallback;
+  try {
+    return j[key].as<T>();
+  } catch (const YAML::Exception&) {
+    throw FileError(path + ": " + key + ": unexpected value");
+  }
+}
+
+template <typename T>
+T need(const YAML::Node& j, const char* key, const std::string& path) {
+  if (!j[key] || j[key].IsNull()) throw FileError(path + ": " + key + " is missing");
+  return get_or<T>(j, key, T{}, path);
+}
+
+const torch::Tensor& take(const std::map<std::string, torch::Tensor>& m, const std::string& name,
+                          const std::string& source) {
+  auto it = m.find(name);
+  if (it == m.end()) throw FileError(source + ": missing tensor '" + name + "'");
+  return it->second;
+}
+
+// GPT-2 checkpoints name tensors with or without the "transformer." prefix.
+std::map<std::string, torch::Tensor> strip_gpt2_prefix(const std::map<std::string, torch::Tensor>& hf) {
+  std::map<std::string, torch::Tensor> out;
+  for (const auto& [n, t] : hf) out[n.rfind("transformer.", 0) == 0 ? n.substr(12) : n] = t;
+  return out;
+}
+
+const std::vector<std::pair<std::string, std::string>>& llama_layer_names() {
+  static const std::vector<std::pair<std::string, std::string>> names{
+      {"ln1.weight", "input_layernorm.weight"},       {"attn.q.weight", "self_attn.q_proj.weight"},
+      {"attn.k.weight", "self_attn.k_proj.weight"},   {"attn.v.weight", "self_attn.v_proj.weight"},
+      {"attn.o.weight", "self_attn.o_proj.weight"},   {"ln2.weight", "post_attention_layernorm.weight"},
+      {"mlp.gate.weight", "mlp.gate_proj.weight"},    {"mlp.up.weight", "mlp.up_proj.weight"},
+      {"mlp.down.weight", "mlp.down_proj.weight"}};
+  return names;
+}
+
+}  // namespace
+
+ModelConfig config_from_hf(const YAML::Node& j, const std::string& path) {
+  const std::string type = need<std::string>(j, "model_type", path);
+  ModelConfig c;
+  c.layout = type;
+  c.vocab_size = need<int64_t>(j, "vocab_size", path);
+  if (type == "gpt2") {
+    c.d_model = need<int64_t>(j, "n_embd", path);
+    c.n_layer = need<int64_t>(j, "n_layer", path);
+    c.n_head = need<int64_t>(j, "n_head", path);
+    c.d_ff = get_or<int64_t>(j, "n_inner", 4 * c.d_model, path);
+    c.max_seq_len = need<int64_t>(j, "n_positions", path);
+    c.norm_eps = get_or<double>(j, "layer_norm_epsilon", 1e-5, path);
+    c.tie_embeddings = get_or<bool>(j, "tie_word_embeddings", true, path);
+    const std::string act = get_or<std::string>(j, "activation_function", "gelu_new", path);
+    if (act != "gelu_new" && act != "gelu_pytorch_tanh") {
+      throw FileError(path + ": activation_function '" + act + "' is not supported (gelu_new, gelu_pytorch_tanh)");
+    }
+  } else if (type == "llama") {
+    c.d_model = need<int64_t>(j, "hidden_size", path);
+    c.n_layer = need<int64_t>(j, "num_hidden_layers", path);
+    c.n_head = need<int64_t>(j, "num_attention_heads", path);
+    c.n_kv_head = get_or<int64_t>(j, "num_key_value_heads", c.n_head, path);
+    c.d_ff = need<int64_t>(j, "intermediate_size", path);
+    c.max_seq_len = get_or<int64_t>(j, "max_position_embeddings", 2048, path);
+    c.norm_eps = get_or<double>(j, "rms_norm_eps", 1e-6, path);
+    c.rope_theta = get_or<double>(j, "rope_theta", 10000.0, path);
+    c.tie_embeddings = get_or<bool>(j, "tie_word_embeddings", false, path);
+    c.norm = "rmsnorm";
+    c.activation = "swiglu";
+    c.positions = "rope";
+    c.bias = false;
+    const std::string act = get_or<std::string>(j, "hidden_act", "silu", path);
+    if (act != "silu") throw FileError(path + ": hidden_act '" + act + "' is not supported (silu)");
+    if (j["rope_scaling"] && !j["rope_scaling"].IsNull()) throw FileError(path + ": rope_scaling is not supported");
+    if (get_or<bool>(j, "attention_bias", false, path) || get_or<bool>(j, "mlp_bias", false, path)) {
+      throw FileError(path + ": attention_bias / mlp_bias are not supported");
+    }
+    if (j["head_dim"] && !j["head_dim"].IsNull() && j["head_dim"].as<int64_t>() != c.d_model / c.n_head) {
+      throw FileError(path + ": head_dim other than hidden_size / num_attention_heads is not supported");
+    }
+  } else {
+    throw FileError(path + ": model_type '" + type + "' is not supported (deltashard-gpt, gpt2, llama)");
+  }
+  if (c.d_model % c.n_head != 0 || c.n_head % c.kv_heads() != 0) {
+    throw FileError(path + ": the head counts do not divide the width (" + std::to_string(c.d_model) + ", " +
+                    std::to_string(c.n_head) + " heads, " + std::to_string(c.kv_heads()) + " key/value heads)");
+  }
+  return c;
+}
+
+Json hf_config_json(const ModelConfig& c) {
+  Json j = Json::object();
+  if (c.layout == "gpt2") {
+    Json arch = Json::array();
+    arch.push("GPT2LMHeadModel");
+    j["architectures"] = arch;
+    j["model_type"] = "gpt2";
+    j["vocab_size"] = c.vocab_size;
+    j["n_positions"] = c.max_seq_len;
+    j["n_ctx"] = c.max_seq_len;
+    j["n_embd"] = c.d_model;
+    j["n_layer"] = c.n_layer;
+    j["n_head"] = c.n_head;
+    j["n_inner"] = c.d_ff;
+    j["activation_function"] = "gelu_new";
+    j["layer_norm_epsilon"] = c.norm_eps;
+    j["initializer_range"] = c.init_std;
+    j["tie_word_embeddings"] = c.tie_embeddings;
+  } else {
+    Json arch = Json::array();
+    arch.push("LlamaForCausalLM");
+    j["architectures"] = arch;
+    j["model_type"] = "llama";
+    j["vocab_size"] = c.vocab_size;
+    j["hidden_size"] = c.d_model;
+    j["intermediate_size"] = c.d_ff;
+    j["num_hidden_layers"] = c.n_layer;
+    j["num_attention_heads"] = c.n_head;
+    j["num_key_value_heads"] = c.kv_heads();
+    j["max_position_embeddings"] = c.max_seq_len;
+    j["rms_norm_eps"] = c.norm_eps;
+    j["rope_theta"] = c.rope_theta;
+    j["hidden_act"] = "silu";
+    j["attention_bias"] = false;
+    j["mlp_bias"] = false;
+    j["initializer_range"] = c.init_std;
+    j["tie_word_embeddings"] = c.tie_embeddings;
+  }
+  j["torch_dtype"] = "float32";
+  return j;
+}
+
+std::map<std::string, torch::Tensor> from_hf(const std::map<std::string, torch::Tensor>& in, const ModelConfig& c,
+                                             const std::string& source) {
+  std::map<std::string, torch::Tensor> out;
+  if (c.layout == "gpt2") {
+    const auto hf = strip_gpt2_prefix(in);
+    auto t = [&](const std::string& n) { return take(hf, n, source); };
+    out["wte.weight"] = t("wte.weight");
+    out["wpe.weight"] = t("wpe.weight");
+    out["ln_f.weight"] = t("ln_f.weight");
+    out["ln_f.bias"] = t("ln_f.bias");
+    const int64_t d = c.d_model;
+    for (int64_t i = 0; i < c.n_layer; ++i) {
+      const std::string h = "h." + std::to_string(i) + ".", b = "blocks." + std::to_string(i) + ".";
+      for (const char* ln : {"1", "2"}) {
+        out[b + "ln" + ln + ".weight"] = t(h + "ln_" + ln + ".weight");
+        out[b + "ln" + ln + ".bias"] = t(h + "ln_" + ln + ".bias");
+      }
+      // Conv1D: y = x·W + b with W [in, out]; ours: y = x·Wᵀ + b with W [out, in].
+      const torch::Tensor qkv_w = t(h + "attn.c_attn.weight"), qkv_b = t(h + "attn.c_attn.bias");
+      if (qkv_w.dim() != 2 || qkv_w.size(1) != 3 * d || qkv_b.numel() != 3 * d) {
+        throw FileError(source + ": tensor '" + h + "attn.c_attn.weight' must be [" + std::to_string(d) + ", " +
+                        std::to_string(3 * d) + "] with a bias of " + std::to_string(3 * d));
+      }
+      const char* qkv[] = {"q", "k", "v"};
+      for (int k = 0; k < 3; ++k) {
+        out[b + "attn." + qkv[k] + ".weight"] = qkv_w.narrow(1, k * d, d).t().contiguous();
+        out[b + "attn." + qkv[k] + ".bias"] = qkv_b.narrow(0, k * d, d).contiguous();
+      }
+      out[b + "attn.o.weight"] = t(h + "attn.c_proj.weight").t().contiguous();
+      out[b + "attn.o.bias"] = t(h + "attn.c_proj.bias");
+      out[b + "mlp.up.weight"] = t(h + "mlp.c_fc.weight").t().contiguous();
+      out[b + "mlp.up.bias"] = t(h + "mlp.c_fc.bias");
+      out[b + "mlp.down.weight"] = t(h + "mlp.c_proj.weight").t().contiguous();
+      out[b + "mlp.down.bias"] = t(h + "mlp.c_proj.bias");
+    }
+    if (!c.tie_embeddings) out["lm_head.weight"] = take(in, "lm_head.weight", source);
+    return out;
+  }
+  auto t = [&](const std::string& n) { return take(in, n, source); };
+  out["wte.weight"] = t("model.embed_tokens.weight");
+  out["ln_f.weight"] = t("model.norm.weight");
+  for (int64_t i = 0; i < c.n_layer; ++i) {
+    const std::string h = "model.layers." + std::to_string(i) + ".", b = "blocks." + std::to_string(i) + ".";
+    for (const auto& [ours, theirs] : llama_layer_names()) out[b + ours] = t(h + theirs);
+  }
+  if (!c.tie_embeddings) out["lm_head.weight"] = t("lm_head.weight");
+  return out;
+}
+
+NamedTensors to_hf(const NamedTensors& ours, const ModelConfig& c) {
+  std::map<std::string, torch::Tensor> m(ours.begin(), ours.end());
+  auto t = [&](const std::string& n) { return take(m, n, "model"); };
+  NamedTensors out;
+  if (c.layout == "gpt2") {
+    const std::string p = "transformer.";
+    out.emplace_back(p + "wte.weight", t("wte.weight"));
+    out.emplace_back(p + "wpe.weight", t("wpe.weight"));
+    for (int64_t i = 0; i < c.n_layer; ++i) {
+      const std::string h = p + "h." + std::to_string(i) + ".", b = "blocks." + std::to_string(i) + ".";
+      out.emplace_back(h + "ln_1.weight", t(b + "ln1.weight"));
+      out.emplace_back(h + "ln_1.bias", t(b + "ln1.bias"));
+      out.emplace_back(h + "attn.c_attn.weight",
+                       torch::cat({t(b + "attn.q.weight"), t(b + "attn.k.weight"), t(b + "attn.v.weight")}, 0)
+                           .t()
+                           .contiguous());
+      out.emplace_back(h + "attn.c_attn.bias",
+                       torch::cat({t(b + "attn.q.bias"), t(b + "attn.k.bias"), t(b + "attn.v.bias")}, 0));
+      out.emplace_back(h + "attn.c_proj.weight", t(b + "attn.o.weight").t().contiguous());
+      out.emplace_back(h + "attn.c_proj.bias", t(b + "attn.o.bias"));
+      out.emplace_back(h + "ln_2.weight", t(b + "ln2.weight"));
+      out.emplace_back(h + "ln_2.bias", t(b + "ln2.bias"));
+      out.emplace_back(h + "mlp.c_fc.weight", t(b + "mlp.up.weight").t().contiguous());
+      out.emplace_back(h + "mlp.c_fc.bias", t(b + "mlp.up.bias"));
+      out.emplace_back(h + "mlp.c_proj.weight", t(b + "mlp.down.weight").t().contiguous());
+      out.emplace_back(h + "mlp.c_proj.bias", t(b + "mlp.down.bias"));
+    }
+    out.emplace_back(p + "ln_f.weight", t("ln_f.weight"));
+    out.emplace_back(p + "ln_f.bias", t("ln_f.bias"));
+    if (!c.tie_embeddings) out.emplace_back("lm_head.weight", t("lm_head.weight"));
+    return out;
+  }
+  out.emplace_back("model.embed_tokens.weight", t("wte.weight"));
+  for (int64_t i = 0; i < c.n_layer; ++i) {
+    const std::string h = "model.layers." + std::to_string(i) + ".", b = "blocks." + std::to_string(i) + ".";
+    for (const auto& [o, theirs] : llama_layer_names()) out.emplace_back(h + theirs, t(b + o));
+  }
+  out.emplace_back("model.norm.weight", t("ln_f.weight"));
+  if (!c.tie_embeddings) out.emplace_back("lm_head.weight", t("lm_head.weight"));
+  return out;
+}
+
+std::string hf_module_name(const std::string& ours, const ModelConfig& c) {
+  static const std::regex re(R"(blocks\.(\d+)\.(attn|mlp)\.(\w+))");
+  std::smatch m;
+  if (!std::regex_match(ours, m, re)) throw std::invalid_argument("not a layer name: " + ours);
+  const std::string i = m[1], part = m[2], name = m[3];
+  if (c.layout == "gpt2") {
+    if (name == "q" || name == "k" || name == "v") return "transformer.h." + i + ".attn.c_attn";
+    if (name == "o") return "transformer.h." + i + ".attn.c_proj";
+    if (name == "up") return "transformer.h." + i + ".mlp.c_fc";
+    return "transformer.h." + i + ".mlp.c_proj";
+  }
+  if (c.layout == "llama") {
+    if (part == "attn") return "model.layers." + i + ".self_attn." + name + "_proj";
+    return "model.layers." + i + ".mlp." + name + "_proj";
+  }
+  return ours;
+}
+
+}  // namespace ds

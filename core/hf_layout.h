@@ -1,0 +1,38 @@
+// Hugging Face checkpoint layouts, to and from DeltaShard's parameter names:
+//   GPT-2  (model_type gpt2): transformer.h.N.attn.c_attn is a Conv1D, weight stored [in, out] with
+//          q, k, v fused along out; c_proj, mlp.c_fc, mlp.c_proj are Conv1Ds too; tied LM head.
+//   LLaMA  (model_type llama): model.layers.N.self_attn.{q,k,v,o}_proj, mlp.{gate,up,down}_proj as
+//          nn.Linear [out, in]; RMSNorm weights; rotary positions; grouped-query attention.
+// Config translation both ways; tensors are renamed, split/fused and transposed, never rescaled.
+#pragma once
+
+#include <yaml-cpp/yaml.h>
+
+#include <map>
+#include <string>
+
+#include "core/json_writer.h"
+#include "core/model_config.h"
+#include "core/safetensors.h"
+
+namespace ds {
+
+// config.json of a gpt2 or llama model -> ModelConfig (layout set). FileError names the file and
+// key for anything DeltaShard cannot represent (rope_scaling, attention biases, other activations).
+ModelConfig config_from_hf(const YAML::Node& json, const std::string& path);
+// ModelConfig (layout gpt2 or llama) -> the config.json transformers reads.
+Json hf_config_json(const ModelConfig& cfg);
+
+// HF tensors -> DeltaShard names and layout. A missing tensor is a FileError naming `source`
+// and the HF name.
+std::map<std::string, torch::Tensor> from_hf(const std::map<std::string, torch::Tensor>& hf, const ModelConfig& cfg,
+                                             const std::string& source);
+// DeltaShard base tensors -> HF names and layout (GPT-2 with the "transformer." prefix; the tied
+// head is not written).
+NamedTensors to_hf(const NamedTensors& ours, const ModelConfig& cfg);
+
+// The HF module path of a DeltaShard LoRA-able layer "blocks.N.attn.q" (for PEFT adapter files):
+// llama: model.layers.N.self_attn.q_proj; gpt2: transformer.h.N.attn.c_attn (q, k, v share it).
+std::string hf_module_name(const std::string& ours, const ModelConfig& cfg);
+
+}  // namespace ds
