@@ -1,0 +1,195 @@
+// Model families and Hugging Face layouts: GPT-2's Conv1D semantics, LLaMA's rotary and
+// grouped-query attention, round trips through HF directories (single file and sharded), the KV
+// cache, and the errors of malformed directories.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "core/hf_layout.h"
+#include "core/model_io.h"
+
+using namespace ds;
+namespace fs = std::filesystem;
+
+namespace {
+ModelConfig gpt2_config() {
+  ModelConfig c;
+  c.vocab_size = 50;
+  c.n_layer = 2;
+  c.n_head = 4;
+  c.d_model = 16;
+  c.d_ff = 40;
+  c.max_seq_len = 24;
+  c.layout = "gpt2";
+  return c;
+}
+
+ModelConfig llama_config() {
+  ModelConfig c = gpt2_config();
+  c.layout = "llama";
+  c.norm = "rmsnorm";
+  c.activation = "swiglu";
+  c.positions = "rope";
+  c.bias = false;
+  c.n_kv_head = 2;
+  c.tie_embeddings = false;
+  c.norm_eps = 1e-6;
+  return c;
+}
+
+std::string temp_dir(const std::string& name) {
+  const std::string d = (fs::temp_directory_path() / ("deltashard_models_" + name)).string();
+  fs::remove_all(d);
+  return d;
+}
+
+// Random non-trivial values everywhere (norm weights included), so a wrong mapping shows.
+Transformer random_model(const ModelConfig& c) {
+  Transformer m(c, dense_factory());
+  torch::NoGradGuard g;
+  for (auto& p : m->parameters()) p.normal_(0.0, 0.2);
+  return m;
+}
+
+torch::Tensor tokens(int64_t B, int64_t T, int64_t V) { return torch::randint(V, {B, T}, torch::kLong); }
+}  // namespace
+
+TEST(HfLayout, Gpt2Conv1DIsXTimesWeightPlusBias) {
+  torch::manual_seed(1);
+  const ModelConfig c = gpt2_config();
+  const int64_t d = c.d_model;
+  // A GPT-2 directory written by hand, the way transformers stores it: Conv1D weights [in, out].
+  Transformer ref = random_model(c);
+  NamedTensors hf = to_hf(base_tensors(ref), c);
+  std::map<std::string, torch::Tensor> by(hf.begin(), hf.end());
+  const torch::Tensor c_attn = by.at("transformer.h.1.attn.c_attn.weight");
+  EXPECT_EQ(c_attn.sizes(), (std::vector<int64_t>{d, 3 * d}));
+  const torch::Tensor bias = by.at("transformer.h.1.attn.c_attn.bias");
+  const torch::Tensor x = torch::randn({3, d});
+  // q, k, v = split(x·W + b) along the output, as GPT2Attention does.
+  const torch::Tensor fused = x.matmul(c_attn) + bias;
+  EXPECT_TRUE(torch::allclose(ref->blocks[1]->attn->q->forward(x), fused.narrow(1, 0, d), 1e-5, 1e-6));
+  EXPECT_TRUE(torch::allclose(ref->blocks[1]->attn->v->forward(x), fused.narrow(1, 2 * d, d), 1e-5, 1e-6));
+  const torch::Tensor up = x.matmul(by.at("transformer.h.1.mlp.c_fc.weight")) + by.at("transformer.h.1.mlp.c_fc.bias");
+  EXPECT_TRUE(torch::allclose(ref->blocks[1]->mlp->up->forward(x), up, 1e-5, 1e-6));
+  EXPECT_FALSE(by.count("lm_head.weight"));  // tied: transformers drops the shared tensor
+}
+
+TEST(HfLayout, Gpt2AndLlamaDirectoriesLoadWithTheSameLogits) {
+  for (const ModelConfig& c : {gpt2_config(), llama_config()}) {
+    for (const int64_t shard_bytes : {int64_t{0}, int64_t{4096}}) {
+      torch::manual_seed(2);
+      Transformer ref = random_model(c);
+      const std::string dir = temp_dir(c.layout + std::to_string(shard_bytes));
+      save_model_dir(dir, c, base_tensors(ref), shard_bytes);
+      EXPECT_EQ(fs::exists(dir + "/model.safetensors.index.json"), shard_bytes > 0) << c.layout;
+      const ModelConfig back = read_model_config(dir);
+      EXPECT_EQ(back.layout, c.layout);
+      EXPECT_EQ(back.kv_heads(), c.kv_heads());
+      Transformer loaded(back, dense_factory());
+      load_model_weights(dir, loaded);
+      const torch::Tensor idx = tokens(2, 9, c.vocab_size);
+      torch::NoGradGuard g;
+      EXPECT_TRUE(torch::allclose(loaded->forward(idx), ref->forward(idx), 1e-5, 1e-6)) << c.layout;
+      fs::remove_all(dir);
+    }
+  }
+}
+
+TEST(HfLayout, LlamaNamesShapesAndConfig) {
+  const ModelConfig c = llama_config();
+  Transformer m = random_model(c);
+  const NamedTensors hf = to_hf(base_tensors(m), c);
+  std::map<std::string, torch::Tensor> by(hf.begin(), hf.end());
+  const int64_t hd = c.head_dim();
+  EXPECT_EQ(by.at("model.layers.0.self_attn.k_proj.weight").sizes(), (std::vector<int64_t>{2 * hd, c.d_model}));
+  EXPECT_EQ(by.at("model.layers.1.mlp.gate_proj.weight").sizes(), (std::vector<int64_t>{c.d_ff, c.d_model}));
+  EXPECT_TRUE(by.count("lm_head.weight"));
+  EXPECT_TRUE(by.count("model.norm.weight"));
+  EXPECT_EQ(hf_module_name("blocks.3.attn.q", c), "model.layers.3.self_attn.q_proj");
+  EXPECT_EQ(hf_module_name("blocks.3.mlp.down", c), "model.layers.3.mlp.down_proj");
+  EXPECT_EQ(hf_module_name("blocks.0.attn.k", gpt2_config()), "transformer.h.0.attn.c_attn");
+  const std::string j = hf_config_json(c).dump();
+  EXPECT_NE(j.find("\"num_key_value_heads\": 2"), std::string::npos);
+  EXPECT_NE(j.find("\"model_type\": \"llama\""), std::string::npos);
+}
+
+TEST(Rope, ScoresDependOnlyOnTheDistance) {
+  torch::manual_seed(3);
+  const torch::Tensor q = torch::randn({1, 1, 1, 8}), k = torch::randn({1, 1, 1, 8});
+  auto score = [&](int64_t m, int64_t n) {
+    return (apply_rope(q, m, 10000.0) * apply_rope(k, n, 10000.0)).sum().item<double>();
+  };
+  EXPECT_NEAR(score(5, 2), score(105, 102), 1e-4);
+  EXPECT_NEAR(score(0, 0), (q * k).sum().item<double>(), 1e-5);  // position 0 is the identity
+  EXPECT_GT(std::abs(score(5, 2) - score(2, 5)), 1e-4);
+}
+
+TEST(KvCache, IncrementalDecodingEqualsTheFullForward) {
+  for (const ModelConfig& c : {gpt2_config(), llama_config()}) {
+    torch::manual_seed(4);
+    Transformer m = random_model(c);
+    torch::NoGradGuard g;
+    const torch::Tensor idx = tokens(2, 10, c.vocab_size);
+    const torch::Tensor full = m->forward(idx);
+    KVCache cache;
+    const torch::Tensor prefix = m->forward(idx.narrow(1, 0, 6), &cache);
+    EXPECT_EQ(cache.length(), 6);
+    std::vector<torch::Tensor> steps{prefix};
+    for (int64_t t = 6; t < 10; ++t) steps.push_back(m->forward(idx.narrow(1, t, 1), &cache));
+    EXPECT_TRUE(torch::allclose(torch::cat(steps, 1), full, 1e-4, 1e-5)) << c.layout;
+    EXPECT_EQ(cache.length(), 10);
+  }
+}
+
+TEST(HfLayout, MalformedDirectoriesAreNamed) {
+  auto expect_error = [](const std::string& dir, const std::string& fragment) {
+    try {
+      const ModelConfig c = read_model_config(dir);
+      Transformer m(c, dense_factory());
+      load_model_weights(dir, m);
+      ADD_FAILURE() << "expected an error containing: " << fragment;
+    } catch (const FileError& e) {
+      EXPECT_NE(std::string(e.what()).find(fragment), std::string::npos) << e.what();
+    }
+  };
+  const ModelConfig c = llama_config();
+  Transformer m = random_model(c);
+  const std::string dir = temp_dir("bad");
+  save_model_dir(dir, c, base_tensors(m), 4096);
+  // rope_scaling cannot be represented: named with the file.
+  {
+    std::ifstream in(dir + "/config.json");
+    std::string text((std::istreambuf_iterator<char>(in)), {});
+    std::ofstream(dir + "/config.json") << text.substr(0, text.rfind('}')) << ", \"rope_scaling\": {\"type\": \"linear\"}}";
+  }
+  expect_error(dir, "config.json: rope_scaling is not supported");
+  save_model_dir(dir, c, base_tensors(m), 4096);
+  // An index that maps a tensor to a shard without it.
+  {
+    std::ifstream in(dir + "/model.safetensors.index.json");
+    std::string text((std::istreambuf_iterator<char>(in)), {});
+    const std::string key = "\"model.norm.weight\": \"";
+    const auto at = text.find(key) + key.size();
+    const std::string other = text.find("model-00001") != std::string::npos && text.substr(at, 11) != "model-00001"
+                                  ? "model-00001-of-"
+                                  : "model-00002-of-";
+    text.replace(at, 15, other);
+    std::ofstream(dir + "/model.safetensors.index.json") << text;
+  }
+  expect_error(dir, "tensor 'model.norm.weight' is mapped to");
+  // A missing tensor in a GPT-2 directory is named with its Hugging Face name.
+  const std::string g = temp_dir("bad_gpt2");
+  ModelConfig gc = gpt2_config();
+  Transformer gm = random_model(gc);
+  NamedTensors hf = to_hf(base_tensors(gm), gc);
+  hf.erase(std::remove_if(hf.begin(), hf.end(), [](const auto& nt) { return nt.first == "transformer.h.1.mlp.c_fc.bias"; }),
+           hf.end());
+  fs::create_directories(g);
+  write_safetensors(g + "/model.safetensors", hf);
+  std::ofstream(g + "/config.json") << hf_config_json(gc).dump();
+  expect_error(g, "missing tensor 'h.1.mlp.c_fc.bias'");
+  fs::remove_all(dir);
+  fs::remove_all(g);
+}
