@@ -42,6 +42,7 @@ int cmd_bench(int argc, char** argv);
 int cmd_compare(int argc, char** argv);
 int cmd_comm_model(int argc, char** argv);
 int cmd_select(int argc, char** argv);
+int cmd_generate(int argc, char** argv);
 int cmd_bench_latency(int argc, char** argv);
 int cmd_bench_comm(int argc, char** argv);
 int cmd_bench_step(int argc, char** argv);

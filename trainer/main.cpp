@@ -26,6 +26,7 @@ const std::map<std::string, Command>& commands() {
       {"inspect", {ds::cmd_inspect, "inspect CONFIG: exact total and trainable parameter counts per module"}},
       {"compare", {ds::cmd_compare, "compare CONFIG --methods lora,adapter_sharded,...: per-method communication table"}},
       {"comm-model", {ds::cmd_comm_model, "comm-model CONFIG --fabric F --grid dp=8,64,512: alpha-beta cost at scale"}},
+      {"generate", {ds::cmd_generate, "generate --model DIR [--checkpoint DIR] --prompt TEXT: continue a prompt (KV cache)"}},
       {"select", {ds::cmd_select, "select --teacher DIR --student SIZES --out DIR: initialise a small model from a large one"}},
       {"bench", {ds::cmd_bench, "bench latency|comm|step: measurements recorded in docs/"}},
   };

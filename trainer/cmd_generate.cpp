@@ -1,0 +1,116 @@
+// deltashard generate: continues a prompt with a model directory (any supported layout),
+// optionally with a checkpoint's trainable parameters (LoRA factors, adapters) applied, using
+// the KV cache of core/generate.h. Prompts are text (byte tokenizer, for 256-token vocabularies)
+// or token ids.
+#include <cstdio>
+#include <sstream>
+
+#include "core/generate.h"
+#include "core/model_io.h"
+#include "core/tokenizer.h"
+#include "dist/mpi_env.h"
+#include "trainer/checkpoint.h"
+#include "trainer/cli.h"
+#include "trainer/session.h"
+
+namespace ds {
+
+namespace {
+std::vector<int64_t> parse_ids(const std::string& text) {
+  std::vector<int64_t> out;
+  std::stringstream ss(text);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    try {
+      size_t used = 0;
+      out.push_back(std::stoll(item, &used));
+      if (used != item.size()) throw std::invalid_argument(item);
+    } catch (const std::exception&) {
+      throw UsageError("--prompt-ids: '" + item + "' is not an integer (expected 1,2,3)");
+    }
+  }
+  return out;
+}
+}  // namespace
+
+int cmd_generate(int argc, char** argv) {
+  CommonArgs args;
+  std::string model_dir, checkpoint, prompt, prompt_ids;
+  SamplingOptions opt;
+  bool greedy = false;
+  double temperature = 0;
+  int64_t top_k = 0;
+  po::options_description desc("deltashard generate");
+  add_common(desc, args, false);
+  desc.add_options()("model", po::value<std::string>(&model_dir), "model directory (DeltaShard, GPT-2 or LLaMA layout)")(
+      "checkpoint", po::value<std::string>(&checkpoint), "apply this checkpoint's trainable parameters")(
+      "prompt", po::value<std::string>(&prompt), "prompt text (byte tokenizer; 256-token vocabularies)")(
+      "prompt-ids", po::value<std::string>(&prompt_ids), "prompt token ids, comma separated")(
+      "max-new-tokens", po::value<int64_t>(&opt.max_new_tokens), "tokens to generate (default 32)")(
+      "greedy", po::bool_switch(&greedy), "argmax decoding (the default unless --temperature is given)")(
+      "temperature", po::value<double>(&temperature), "sample with this temperature")(
+      "top-k", po::value<int64_t>(&top_k), "sample among the k most likely tokens")(
+      "seed", po::value<uint64_t>(&opt.seed), "sampling seed (default 0)");
+  const std::string usage =
+      "deltashard generate --model DIR [--checkpoint DIR] (--prompt TEXT | --prompt-ids 1,2,3) --max-new-tokens N "
+      "[--greedy | --temperature T --top-k K] [--json]";
+  if (!parse_args(argc, argv, desc, args, false, usage)) return 0;
+  if (model_dir.empty()) throw UsageError("--model is required (usage: " + usage + ")");
+  if (prompt.empty() == prompt_ids.empty()) throw UsageError("give exactly one of --prompt or --prompt-ids");
+  if (greedy && (temperature > 0 || top_k > 0)) throw UsageError("--greedy excludes --temperature and --top-k");
+  if (top_k < 0) throw UsageError("--top-k must be >= 0");
+  opt.greedy = !(temperature > 0 || top_k > 0);
+  opt.temperature = temperature > 0 ? temperature : 1.0;
+  opt.top_k = top_k;
+
+  // One process, unsharded: a session over MPI_COMM_SELF without data.
+  RunConfig cfg;
+  cfg.file = "generate";
+  cfg.peft.method = "none";
+  if (!checkpoint.empty()) {
+    const std::string dir = checkpoint_dir_to_read(checkpoint);
+    cfg = load_run_config(dir + "/config.yaml", {});
+  }
+  cfg.model.path = model_dir;
+  cfg.train.seq_len = read_model_config(model_dir).max_seq_len;  // no training: only the bound matters
+  cfg.parallel = ParallelConfig{};
+  cfg.train.threads = 0;
+  ProcessGrid grid = make_grid(GridOptions{1, "mpi", 0, MPI_COMM_SELF});
+  TrainSession s(cfg, grid, "", false);
+  if (!checkpoint.empty()) s.load_trainable(checkpoint);
+  const ModelConfig& mc = s.model()->cfg;
+  std::vector<int64_t> ids;
+  if (!prompt.empty()) {
+    if (mc.vocab_size != kByteVocab) {
+      throw UsageError("--prompt uses the byte tokenizer (256 tokens) but this model has " +
+                       std::to_string(mc.vocab_size) + "; give --prompt-ids");
+    }
+    ids = encode_bytes(prompt);
+  } else {
+    ids = parse_ids(prompt_ids);
+  }
+  std::vector<int64_t> out;
+  try {
+    out = generate(s.model(), ids, opt);
+  } catch (const std::invalid_argument& e) {
+    throw UsageError(e.what());
+  }
+  Json j = Json::object();
+  Json toks = Json::array();
+  for (int64_t t : out) toks.push(t);
+  j["tokens"] = toks;
+  j["prompt_tokens"] = static_cast<int64_t>(ids.size());
+  if (mc.vocab_size == kByteVocab) j["text"] = decode_bytes(out);
+  if (args.json) {
+    print0("%s\n", j.dump().c_str());
+  } else if (mc.vocab_size == kByteVocab) {
+    print0("%s%s\n", prompt.empty() ? decode_bytes(ids).c_str() : prompt.c_str(), decode_bytes(out).c_str());
+  } else {
+    std::string s2;
+    for (int64_t t : out) s2 += (s2.empty() ? "" : ",") + std::to_string(t);
+    print0("%s\n", s2.c_str());
+  }
+  return 0;
+}
+
+}  // namespace ds
