@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <chrono>
 #include <map>
-#include <sstream>
 
 #include "core/model_io.h"
 #include "dist/mpi_env.h"
@@ -13,22 +12,6 @@
 
 namespace ds {
 
-namespace {
-std::vector<int64_t> parse_ints(const std::string& s, const char* what) {
-  std::vector<int64_t> out;
-  std::stringstream ss(s);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    try {
-      out.push_back(std::stoll(item));
-    } catch (const std::exception&) {
-      throw UsageError(std::string(what) + ": '" + item + "' is not an integer");
-    }
-    if (out.back() <= 0) throw UsageError(std::string(what) + ": values must be positive");
-  }
-  return out;
-}
-}  // namespace
 
 int cmd_bench_latency(int argc, char** argv) {
   CommonArgs args;
@@ -41,7 +24,7 @@ int cmd_bench_latency(int argc, char** argv) {
       "warmup", po::value<int>(&warmup), "untimed runs first (default 5)");
   if (!parse_args(argc, argv, desc, args, true, "deltashard bench latency CONFIG [--batches 1,8] [--runs N] [--json]")) return 0;
   const RunConfig cfg = load_run_config(args.config, args.overrides);
-  const std::vector<int64_t> bs = parse_ints(batches, "--batches");
+  const std::vector<int64_t> bs = parse_int_list(batches, "--batches", 1);
   const int64_t T = cfg.train.seq_len;
   if (cfg.train.threads > 0) torch::set_num_threads(cfg.train.threads);
   torch::NoGradGuard no_grad;

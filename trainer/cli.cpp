@@ -36,6 +36,26 @@ bool parse_args(int argc, char** argv, po::options_description& desc, const Comm
   return true;
 }
 
+std::vector<int64_t> parse_int_list(const std::string& text, const std::string& option, int64_t min) {
+  std::vector<int64_t> out;
+  std::stringstream ss(text);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    size_t used = 0;
+    int64_t v = 0;
+    try {
+      v = std::stoll(item, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used == 0 || used != item.size()) throw UsageError(option + ": '" + item + "' is not an integer");
+    if (v < min) throw UsageError(option + ": values must be >= " + std::to_string(min) + ", got " + item);
+    out.push_back(v);
+  }
+  if (out.empty()) throw UsageError(option + ": expected a comma-separated list of integers");
+  return out;
+}
+
 GridOptions grid_options(const RunConfig& cfg) {
   return GridOptions{cfg.parallel.tp, cfg.parallel.backend, cfg.parallel.timeout_s};
 }

@@ -34,6 +34,9 @@ bool parse_args(int argc, char** argv, po::options_description& desc, const Comm
 
 GridOptions grid_options(const RunConfig& cfg);
 
+// "1,2,3" -> {1, 2, 3}; UsageError naming `option` for a non-integer or a value below `min`.
+std::vector<int64_t> parse_int_list(const std::string& text, const std::string& option, int64_t min);
+
 int cmd_train(int argc, char** argv);
 int cmd_eval(int argc, char** argv);
 int cmd_merge(int argc, char** argv);

@@ -7,7 +7,6 @@
 #include <yaml-cpp/yaml.h>
 
 #include <cstdio>
-#include <sstream>
 
 #include "core/yaml_fields.h"
 #include "dist/cost_model.h"
@@ -84,24 +83,8 @@ Fabric fit_fabric(const std::string& file) {
   return Fabric{m, m};  // one machine here: both groups share its link
 }
 
-std::vector<int> parse_grid(const std::string& text) {
-  std::string list = text;
-  if (list.rfind("dp=", 0) == 0) list = list.substr(3);
-  std::vector<int> out;
-  std::stringstream ss(list);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    try {
-      size_t used = 0;
-      const int v = std::stoi(item, &used);
-      if (used != item.size() || v < 1) throw std::invalid_argument(item);
-      out.push_back(v);
-    } catch (const std::exception&) {
-      throw UsageError("--grid: expected dp=N,N,... with positive integers, got '" + text + "'");
-    }
-  }
-  if (out.empty()) throw UsageError("--grid: expected dp=N,N,...");
-  return out;
+std::vector<int64_t> parse_grid(const std::string& text) {
+  return parse_int_list(text.rfind("dp=", 0) == 0 ? text.substr(3) : text, "--grid", 1);
 }
 
 Json link_json(const LinkModel& l) {
@@ -137,7 +120,7 @@ int cmd_comm_model(int argc, char** argv) {
   base.log.jsonl.clear();
   if (tp > 0) base.parallel.tp = tp;
   if (base.parallel.tp < 1) throw UsageError("--tp must be >= 1");
-  const std::vector<int> dps = parse_grid(grid_text);
+  const std::vector<int64_t> dps = parse_grid(grid_text);
   const std::vector<std::string> names = split_methods(methods);
   std::vector<RunConfig> cfgs;
   for (const auto& m : names) cfgs.push_back(config_for_method(base, m));
@@ -167,7 +150,8 @@ int cmd_comm_model(int argc, char** argv) {
     print0("%6s %6s %-19s %6s %6s %11s %5s %11s %10s %10s %10s %11s\n", "dp", "world", "method", "tp_fwd",
            "tp_bwd", "tp_bytes", "dp", "dp_bytes", "tp_ms", "dp_ms", "comm_ms", "optim/rank");
   }
-  for (int dp : dps) {
+  for (const int64_t dp64 : dps) {
+    const int dp = static_cast<int>(dp64);
     Json g = Json::object();
     g["dp"] = dp;
     g["tp"] = base.parallel.tp;

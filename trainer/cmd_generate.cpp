@@ -3,7 +3,6 @@
 // the KV cache of core/generate.h. Prompts are text (byte tokenizer, for 256-token vocabularies)
 // or token ids.
 #include <cstdio>
-#include <sstream>
 
 #include "core/generate.h"
 #include "core/model_io.h"
@@ -15,23 +14,6 @@
 
 namespace ds {
 
-namespace {
-std::vector<int64_t> parse_ids(const std::string& text) {
-  std::vector<int64_t> out;
-  std::stringstream ss(text);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    try {
-      size_t used = 0;
-      out.push_back(std::stoll(item, &used));
-      if (used != item.size()) throw std::invalid_argument(item);
-    } catch (const std::exception&) {
-      throw UsageError("--prompt-ids: '" + item + "' is not an integer (expected 1,2,3)");
-    }
-  }
-  return out;
-}
-}  // namespace
 
 int cmd_generate(int argc, char** argv) {
   CommonArgs args;
@@ -87,7 +69,7 @@ int cmd_generate(int argc, char** argv) {
     }
     ids = encode_bytes(prompt);
   } else {
-    ids = parse_ids(prompt_ids);
+    ids = parse_int_list(prompt_ids, "--prompt-ids", 0);
   }
   std::vector<int64_t> out;
   try {
