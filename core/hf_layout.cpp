@@ -98,6 +98,30 @@ ModelConfig config_from_hf(const YAML::Node& j, const std::string& path) {
   return c;
 }
 
+void check_layout(const ModelConfig& c, const std::string& layout) {
+  auto need = [&](const char* key, const std::string& have, const std::string& want) {
+    if (have != want) {
+      throw std::invalid_argument(std::string("model.") + key + " is " + have + "; the " + layout + " layout needs " + want);
+    }
+  };
+  if (layout == "deltashard") return;
+  if (layout == "gpt2") {
+    need("norm", c.norm, "layernorm");
+    need("activation", c.activation, "gelu");
+    need("positions", c.positions, "learned");
+    need("bias", c.bias ? "true" : "false", "true");
+    need("tie_embeddings", c.tie_embeddings ? "true" : "false", "true");
+    need("n_kv_head", std::to_string(c.kv_heads()), std::to_string(c.n_head));
+  } else if (layout == "llama") {
+    need("norm", c.norm, "rmsnorm");
+    need("activation", c.activation, "swiglu");
+    need("positions", c.positions, "rope");
+    need("bias", c.bias ? "true" : "false", "false");
+  } else {
+    throw std::invalid_argument("layout '" + layout + "' is not one of deltashard, gpt2, llama");
+  }
+}
+
 Json hf_config_json(const ModelConfig& c) {
   Json j = Json::object();
   if (c.layout == "gpt2") {

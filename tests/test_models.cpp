@@ -9,6 +9,7 @@
 #include "core/generate.h"
 #include "core/hf_layout.h"
 #include "core/model_io.h"
+#include "core/peft_io.h"
 
 using namespace ds;
 namespace fs = std::filesystem;
@@ -221,4 +222,103 @@ TEST(Generate, GreedyWithTheCacheEqualsArgmaxOverFullForwards) {
     opt.max_new_tokens = c.max_seq_len;
     EXPECT_THROW(generate(m, prompt, opt), std::invalid_argument);
   }
+}
+
+namespace {
+std::map<std::string, torch::Tensor> random_lora(const ModelConfig& c, const std::vector<std::string>& targets,
+                                                 int64_t r) {
+  std::map<std::string, torch::Tensor> out;
+  const int64_t kv = c.kv_heads() * c.head_dim();
+  for (int64_t i = 0; i < c.n_layer; ++i) {
+    for (const auto& t : targets) {
+      const bool attn = t == "q" || t == "k" || t == "v" || t == "o";
+      const int64_t in = t == "down" ? c.d_ff : c.d_model;
+      const int64_t out_dim = (t == "k" || t == "v") ? kv : (t == "up" || t == "gate") ? c.d_ff : c.d_model;
+      const std::string l = "blocks." + std::to_string(i) + (attn ? ".attn." : ".mlp.") + t;
+      out[l + ".lora_A"] = torch::randn({r, in});
+      out[l + ".lora_B"] = torch::randn({out_dim, r});
+    }
+  }
+  return out;
+}
+
+YAML::Node as_yaml(const Json& j) { return YAML::Load(j.dump()); }
+}  // namespace
+
+TEST(PeftFiles, Gpt2FusesQkvIntoOneExactBlockLoraAndReadsItBack) {
+  torch::manual_seed(6);
+  const ModelConfig c = gpt2_config();
+  PeftConfig p;
+  p.r = 4;
+  p.alpha = 8;
+  p.targets = {"q", "v", "o", "up"};
+  const auto lora = random_lora(c, p.targets, p.r);
+  const PeftFiles f = export_peft(c, p, lora, "base");
+  std::map<std::string, torch::Tensor> t(f.tensors.begin(), f.tensors.end());
+  const std::string key = "base_model.model.transformer.h.1.attn.c_attn";
+  const torch::Tensor A = t.at(key + ".lora_A.weight"), B = t.at(key + ".lora_B.weight");
+  const int64_t d = c.d_model;
+  EXPECT_EQ(A.sizes(), (std::vector<int64_t>{8, d}));
+  EXPECT_EQ(B.sizes(), (std::vector<int64_t>{3 * d, 8}));
+  // PEFT's scale for c_attn is alpha_pattern / rank_pattern = 16 / 8 = alpha / r.
+  const YAML::Node cfg = as_yaml(f.config);
+  EXPECT_EQ(cfg["rank_pattern"]["attn.c_attn"].as<int64_t>(), 8);
+  const double s_fused = cfg["alpha_pattern"]["attn.c_attn"].as<double>() / 8.0, s = p.alpha / p.r;
+  auto delta = [&](const std::string& l) { return lora.at(l + ".lora_B").matmul(lora.at(l + ".lora_A")) * s; };
+  const torch::Tensor want =
+      torch::cat({delta("blocks.1.attn.q"), torch::zeros({d, d}), delta("blocks.1.attn.v")}, 0);
+  EXPECT_TRUE(torch::allclose(B.matmul(A) * s_fused, want, 1e-5, 1e-6));
+  EXPECT_TRUE(t.count("base_model.model.transformer.h.0.mlp.c_fc.lora_B.weight"));
+  const PeftImport back = import_peft(c, cfg, t, f.metadata, "adapter");
+  EXPECT_EQ(back.peft.r, 4);
+  EXPECT_DOUBLE_EQ(back.peft.alpha, 8.0);
+  EXPECT_EQ(back.peft.targets, (std::vector<std::string>{"q", "v", "o", "up"}));
+  ASSERT_EQ(back.lora.size(), lora.size());
+  for (const auto& [n, x] : lora) EXPECT_TRUE(torch::equal(back.lora.at(n), x)) << n;
+}
+
+TEST(PeftFiles, PeftsOwnSharedAFusedLoraBecomesExactQkvLoras) {
+  torch::manual_seed(7);
+  const ModelConfig c = gpt2_config();
+  const int64_t d = c.d_model, r = 4;
+  std::map<std::string, torch::Tensor> t;
+  for (int i = 0; i < c.n_layer; ++i) {
+    const std::string k = "base_model.model.transformer.h." + std::to_string(i) + ".attn.c_attn";
+    t[k + ".lora_A.weight"] = torch::randn({r, d});
+    t[k + ".lora_B.weight"] = torch::randn({3 * d, r});
+  }
+  const YAML::Node cfg = YAML::Load(R"({"peft_type": "LORA", "r": 4, "lora_alpha": 8, "bias": "none",
+                                        "target_modules": ["c_attn"], "fan_in_fan_out": true})");
+  const PeftImport imp = import_peft(c, cfg, t, {}, "adapter");
+  EXPECT_EQ(imp.peft.targets, (std::vector<std::string>{"q", "k", "v"}));
+  const torch::Tensor BA = t.at("base_model.model.transformer.h.1.attn.c_attn.lora_B.weight")
+                               .matmul(t.at("base_model.model.transformer.h.1.attn.c_attn.lora_A.weight"));
+  const torch::Tensor k_delta = imp.lora.at("blocks.1.attn.k.lora_B").matmul(imp.lora.at("blocks.1.attn.k.lora_A"));
+  EXPECT_TRUE(torch::allclose(k_delta, BA.narrow(0, d, d), 1e-5, 1e-6));
+  // Ranks that differ between modules cannot be one DeltaShard LoRA.
+  t["base_model.model.transformer.h.0.attn.c_proj.lora_A.weight"] = torch::randn({2, d});
+  t["base_model.model.transformer.h.0.attn.c_proj.lora_B.weight"] = torch::randn({d, 2});
+  EXPECT_THROW(import_peft(c, cfg, t, {}, "adapter"), FileError);
+  const YAML::Node other = YAML::Load(R"({"peft_type": "IA3", "r": 4, "lora_alpha": 8})");
+  EXPECT_THROW(import_peft(c, other, t, {}, "adapter"), FileError);
+}
+
+TEST(PeftFiles, LlamaNamesRoundTrip) {
+  torch::manual_seed(8);
+  const ModelConfig c = llama_config();
+  PeftConfig p;
+  p.r = 2;
+  p.alpha = 4;
+  p.use_rslora = true;
+  p.targets = {"q", "k", "v", "o", "gate", "up", "down"};
+  const auto lora = random_lora(c, p.targets, p.r);
+  const PeftFiles f = export_peft(c, p, lora, "base");
+  std::map<std::string, torch::Tensor> t(f.tensors.begin(), f.tensors.end());
+  EXPECT_EQ(t.at("base_model.model.model.layers.0.self_attn.k_proj.lora_B.weight").sizes(),
+            (std::vector<int64_t>{2 * c.head_dim(), 2}));
+  EXPECT_TRUE(t.count("base_model.model.model.layers.1.mlp.gate_proj.lora_A.weight"));
+  const PeftImport back = import_peft(c, as_yaml(f.config), t, f.metadata, "adapter");
+  EXPECT_TRUE(back.peft.use_rslora);
+  EXPECT_NEAR(back.peft.alpha, 4.0, 1e-12);
+  for (const auto& [n, x] : lora) EXPECT_TRUE(torch::equal(back.lora.at(n), x)) << n;
 }

@@ -2,6 +2,8 @@
 // training it.
 #include <cstdio>
 
+#include "core/hf_layout.h"
+#include "core/model_io.h"
 #include "dist/mpi_env.h"
 #include "trainer/cli.h"
 #include "trainer/metrics.h"
@@ -65,6 +67,34 @@ int cmd_merge(int argc, char** argv) {
     print0("merged %s into %s (config.json + model.safetensors); load it with model.path: %s\n", checkpoint.c_str(),
            out.c_str(), out.c_str());
   }
+  return 0;
+}
+
+int cmd_convert(int argc, char** argv) {
+  CommonArgs args;
+  std::string model, out, layout;
+  int64_t shard_mb = 0;
+  po::options_description desc("deltashard convert");
+  add_common(desc, args, false);
+  desc.add_options()("model", po::value<std::string>(&model), "model directory (any supported layout)")(
+      "out", po::value<std::string>(&out), "directory to write")(
+      "layout", po::value<std::string>(&layout), "deltashard | gpt2 | llama")(
+      "shard-mb", po::value<int64_t>(&shard_mb), "split the weights into shards of this size (Hugging Face index)");
+  const std::string usage = "deltashard convert --model DIR --out DIR --layout deltashard|gpt2|llama [--shard-mb N]";
+  if (!parse_args(argc, argv, desc, args, false, usage)) return 0;
+  if (model.empty() || out.empty() || layout.empty()) throw UsageError("--model, --out and --layout are required");
+  ModelConfig c = read_model_config(model);
+  try {
+    check_layout(c, layout);
+  } catch (const std::invalid_argument& e) {
+    throw UsageError(model + ": " + e.what());
+  }
+  const auto tensors = read_model_tensors(model, c);
+  c.layout = layout;
+  if (world_rank() == 0) {
+    save_model_dir(out, c, NamedTensors(tensors.begin(), tensors.end()), shard_mb << 20);
+  }
+  print0("convert: %s -> %s (%s layout)\n", model.c_str(), out.c_str(), layout.c_str());
   return 0;
 }
 

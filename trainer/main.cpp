@@ -23,9 +23,12 @@ const std::map<std::string, Command>& commands() {
       {"train", {ds::cmd_train, "train CONFIG: fine-tune (lora, adapter, full) under mpirun with DP and TP"}},
       {"eval", {ds::cmd_eval, "eval CONFIG [--checkpoint DIR] [--merged]: held-out loss and perplexity"}},
       {"merge", {ds::cmd_merge, "merge CONFIG --checkpoint DIR --out DIR: write W0 + s·B·A as a model directory"}},
+      {"convert", {ds::cmd_convert, "convert --model DIR --out DIR --layout gpt2|llama|deltashard: rewrite a model directory"}},
       {"inspect", {ds::cmd_inspect, "inspect CONFIG: exact total and trainable parameter counts per module"}},
       {"compare", {ds::cmd_compare, "compare CONFIG --methods lora,adapter_sharded,...: per-method communication table"}},
       {"comm-model", {ds::cmd_comm_model, "comm-model CONFIG --fabric F --grid dp=8,64,512: alpha-beta cost at scale"}},
+      {"export-peft", {ds::cmd_export_peft, "export-peft --checkpoint DIR --out DIR: LoRA as a Hugging Face PEFT adapter"}},
+      {"import-peft", {ds::cmd_import_peft, "import-peft CONFIG --adapter DIR --out DIR: a PEFT adapter as a checkpoint"}},
       {"generate", {ds::cmd_generate, "generate --model DIR [--checkpoint DIR] --prompt TEXT: continue a prompt (KV cache)"}},
       {"select", {ds::cmd_select, "select --teacher DIR --student SIZES --out DIR: initialise a small model from a large one"}},
       {"bench", {ds::cmd_bench, "bench latency|comm|step: measurements recorded in docs/"}},
@@ -35,7 +38,7 @@ const std::map<std::string, Command>& commands() {
 
 void usage() {
   ds::print0("usage: deltashard COMMAND [options]   (deltashard COMMAND --help)\n\ncommands:\n");
-  for (const auto& [name, c] : commands()) ds::print0("  %-10s %s\n", name.c_str(), c.help);
+  for (const auto& [name, c] : commands()) ds::print0("  %-12s %s\n", name.c_str(), c.help);
 }
 
 }  // namespace
