@@ -57,7 +57,6 @@ LinkModel fit_link(const std::vector<CommSample>& samples) {
   }
   // A negative coefficient means the data cannot separate the two terms; refit with one of them.
   if (alpha < 0 || inv_bw <= 0) {
-    alpha = std::max(0.0, alpha);
     if (inv_bw <= 0) {
       alpha = b1 / a11;
       inv_bw = 0;

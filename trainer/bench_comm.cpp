@@ -17,12 +17,6 @@
 namespace ds {
 
 namespace {
-double max_over_ranks(double x, MPI_Comm comm) {
-  double out = x;
-  MPI_CHECK(MPI_Allreduce(&x, &out, 1, MPI_DOUBLE, MPI_MAX, comm));
-  return out;
-}
-
 double bus_factor(const std::string& op, int n) {
   if (op == "all_reduce") return 2.0 * (n - 1) / n;
   if (op == "all_gather" || op == "reduce_scatter") return static_cast<double>(n - 1) / n;
@@ -107,8 +101,8 @@ int cmd_bench_comm(int argc, char** argv) {
     // Sums grow by a factor n per all_reduce; tiny starting values keep them finite and normal.
     whole.fill_(1e-30);
     raw_whole.fill_(1e-30);
-    const double us = max_over_ranks(median(ours), raw);
-    const double raw_us = max_over_ranks(median(theirs), raw);
+    const double us = all_ranks_max(median(ours));
+    const double raw_us = all_ranks_max(median(theirs));
     const double algbw = static_cast<double>(size_bytes) / (us * 1e-6) / 1e9;
     Json row = Json::object();
     row["op"] = op;

@@ -141,15 +141,17 @@ int cmd_train(int argc, char** argv) {
   // operation, in the ledger's payload bytes: what tests/monitoring_check.sh holds against Open
   // MPI's own per-communicator accounting.
   Json run = Json::object();
+  const std::vector<CommRecord> records = whole_run.records();
   for (const char* g : {"world", "tp", "dp"}) {
     std::map<std::string, CommTotals> by_op;
+    CommTotals tot;
     int group_size = 1;
-    for (const auto& r : whole_run.records()) {
+    for (const auto& r : records) {
       if (r.group != g) continue;
       by_op[r.op].add(r);
+      tot.add(r);
       group_size = r.group_size;
     }
-    const CommTotals tot = whole_run.total(g);
     Json gj = Json::object();
     gj["collectives"] = tot.calls;
     gj["bytes"] = tot.bytes;
