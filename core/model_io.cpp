@@ -83,6 +83,18 @@ std::map<std::string, torch::Tensor> read_model_tensors(const std::string& dir, 
   return cfg.layout == "deltashard" ? raw : from_hf(raw, cfg, source);
 }
 
+void copy_tokenizer_files(const std::string& from, const std::string& to) {
+  if (from.empty() || from == to) return;
+  for (const char* name : {"tokenizer.json", "vocab.json", "merges.txt", "tokenizer_config.json",
+                           "special_tokens_map.json"}) {
+    std::ifstream in(from + "/" + name, std::ios::binary);
+    if (!in) continue;
+    std::ostringstream bytes;
+    bytes << in.rdbuf();
+    write_file_atomic(to + "/" + name, bytes.str());
+  }
+}
+
 void save_model_dir(const std::string& dir, const ModelConfig& cfg, const NamedTensors& tensors,
                     int64_t shard_bytes) {
   ::mkdir(dir.c_str(), 0755);

@@ -19,6 +19,10 @@ ModelConfig read_model_config(const std::string& dir);
 // with DeltaShard names. Above `shard_bytes` (> 0) the weights are split into HF-style shards.
 void save_model_dir(const std::string& dir, const ModelConfig& cfg, const NamedTensors& tensors,
                     int64_t shard_bytes = 0);
+// Copies the tokenizer files a Hugging Face directory carries (tokenizer.json, vocab.json,
+// merges.txt, tokenizer_config.json, special_tokens_map.json) from `from` to `to`, where present,
+// so that a converted, merged or selected model keeps its tokenizer. `from` may be empty.
+void copy_tokenizer_files(const std::string& from, const std::string& to);
 // Every weight of a model directory, with DeltaShard names (HF layouts converted).
 std::map<std::string, torch::Tensor> read_model_tensors(const std::string& dir, const ModelConfig& cfg);
 

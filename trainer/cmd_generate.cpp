@@ -1,9 +1,13 @@
 // deltashard generate: continues a prompt with a model directory (any supported layout),
 // optionally with a checkpoint's trainable parameters (LoRA factors, adapters) applied, using
-// the KV cache of core/generate.h. Prompts are text (byte tokenizer, for 256-token vocabularies)
-// or token ids.
-#include <cstdio>
+// the KV cache of core/generate.h. Prompts are text, encoded by the model directory's
+// tokenizer.json (byte-level BPE) or, for 256-token vocabularies without one, as bytes; or token ids.
+#include <sys/stat.h>
 
+#include <cstdio>
+#include <optional>
+
+#include "core/bpe_tokenizer.h"
 #include "core/generate.h"
 #include "core/model_io.h"
 #include "core/tokenizer.h"
@@ -14,10 +18,16 @@
 
 namespace ds {
 
+namespace {
+bool file_exists(const std::string& path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
+}
+}  // namespace
 
 int cmd_generate(int argc, char** argv) {
   CommonArgs args;
-  std::string model_dir, checkpoint, prompt, prompt_ids;
+  std::string model_dir, checkpoint, prompt, prompt_ids, tokenizer_path;
   SamplingOptions opt;
   bool greedy = false;
   double temperature = 0;
@@ -26,7 +36,8 @@ int cmd_generate(int argc, char** argv) {
   add_common(desc, args, false);
   desc.add_options()("model", po::value<std::string>(&model_dir), "model directory (DeltaShard, GPT-2 or LLaMA layout)")(
       "checkpoint", po::value<std::string>(&checkpoint), "apply this checkpoint's trainable parameters")(
-      "prompt", po::value<std::string>(&prompt), "prompt text (byte tokenizer; 256-token vocabularies)")(
+      "prompt", po::value<std::string>(&prompt), "prompt text (the tokenizer's, or bytes for 256-token vocabularies)")(
+      "tokenizer", po::value<std::string>(&tokenizer_path), "tokenizer.json (default: the model directory's, if any)")(
       "prompt-ids", po::value<std::string>(&prompt_ids), "prompt token ids, comma separated")(
       "max-new-tokens", po::value<int64_t>(&opt.max_new_tokens), "tokens to generate (default 32)")(
       "greedy", po::bool_switch(&greedy), "argmax decoding (the default unless --temperature is given)")(
@@ -61,13 +72,28 @@ int cmd_generate(int argc, char** argv) {
   TrainSession s(cfg, grid, "", false);
   if (!checkpoint.empty()) s.load_trainable(checkpoint);
   const ModelConfig& mc = s.model()->cfg;
+  if (tokenizer_path.empty() && file_exists(model_dir + "/tokenizer.json")) tokenizer_path = model_dir + "/tokenizer.json";
+  std::optional<BpeTokenizer> tok;
+  if (!tokenizer_path.empty()) {
+    tok = read_bpe_tokenizer(tokenizer_path);
+    if (tok->vocab_size() > mc.vocab_size) {
+      throw UsageError(tokenizer_path + ": " + std::to_string(tok->vocab_size()) + " tokens, but the model's vocab_size is " +
+                       std::to_string(mc.vocab_size));
+    }
+  }
+  const bool bytes = !tok && mc.vocab_size == kByteVocab;
+  auto to_text = [&](const std::vector<int64_t>& t) { return tok ? bpe_decode(*tok, t) : decode_bytes(t); };
   std::vector<int64_t> ids;
   if (!prompt.empty()) {
-    if (mc.vocab_size != kByteVocab) {
-      throw UsageError("--prompt uses the byte tokenizer (256 tokens) but this model has " +
-                       std::to_string(mc.vocab_size) + "; give --prompt-ids");
+    if (tok) {
+      ids = bpe_encode(*tok, prompt);
+    } else if (bytes) {
+      ids = encode_bytes(prompt);
+    } else {
+      throw UsageError("--prompt needs a tokenizer: " + model_dir + " has no tokenizer.json and " +
+                       std::to_string(mc.vocab_size) + " tokens (not bytes); give --tokenizer or --prompt-ids");
     }
-    ids = encode_bytes(prompt);
+    if (ids.empty()) throw UsageError("--prompt: empty after tokenization");
   } else {
     ids = parse_int_list(prompt_ids, "--prompt-ids", 0);
   }
@@ -82,11 +108,11 @@ int cmd_generate(int argc, char** argv) {
   for (int64_t t : out) toks.push(t);
   j["tokens"] = toks;
   j["prompt_tokens"] = static_cast<int64_t>(ids.size());
-  if (mc.vocab_size == kByteVocab) j["text"] = decode_bytes(out);
+  if (tok || bytes) j["text"] = to_text(out);
   if (args.json) {
     print0("%s\n", j.dump().c_str());
-  } else if (mc.vocab_size == kByteVocab) {
-    print0("%s%s\n", prompt.empty() ? decode_bytes(ids).c_str() : prompt.c_str(), decode_bytes(out).c_str());
+  } else if (tok || bytes) {
+    print0("%s%s\n", prompt.empty() ? to_text(ids).c_str() : prompt.c_str(), to_text(out).c_str());
   } else {
     std::string s2;
     for (int64_t t : out) s2 += (s2.empty() ? "" : ",") + std::to_string(t);

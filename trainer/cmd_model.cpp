@@ -93,6 +93,7 @@ int cmd_convert(int argc, char** argv) {
   c.layout = layout;
   if (world_rank() == 0) {
     save_model_dir(out, c, NamedTensors(tensors.begin(), tensors.end()), shard_mb << 20);
+    copy_tokenizer_files(model, out);
   }
   print0("convert: %s -> %s (%s layout)\n", model.c_str(), out.c_str(), layout.c_str());
   return 0;

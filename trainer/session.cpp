@@ -183,7 +183,10 @@ void TrainSession::save_checkpoint(const std::string& dir) {
     // A fully fine-tuned checkpoint is also a model directory that model.path can load.
     base = gather_tp(base_tensors(model_), shards, *grid_.tp_group, "checkpoint.gather_base");
     const ModelConfig mc = cfg_.model;
-    f.extra = [base, mc](const std::string& d) { save_model_dir(d, mc, base); };
+    f.extra = [base, mc](const std::string& d) {
+      save_model_dir(d, mc, base);
+      copy_tokenizer_files(mc.path, d);
+    };
   }
   if (grid_.world_rank == 0) write_checkpoint(dir, f);
   grid_.world->barrier("checkpoint.done");
@@ -235,7 +238,10 @@ void TrainSession::save_merged_model(const std::string& dir) {
   if (cfg_.peft.method == "lora") merge_lora(true);
   const NamedTensors full = gather_tp(base_tensors(model_), collect_param_shards(*model_), *grid_.tp_group,
                                       "merge.gather_base");
-  if (grid_.world_rank == 0) save_model_dir(dir, cfg_.model, full);
+  if (grid_.world_rank == 0) {
+    save_model_dir(dir, cfg_.model, full);
+    copy_tokenizer_files(cfg_.model.path, dir);
+  }
   grid_.world->barrier("merge.done");
   if (cfg_.peft.method == "lora") merge_lora(false);
 }

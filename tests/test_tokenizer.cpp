@@ -1,0 +1,123 @@
+// Byte-level BPE from tokenizer.json: the two pre-tokenizer regexes on pieces known from the
+// regexes themselves, encoding with a fixture that is the head of GPT-2's own tokenizer (its 256
+// byte tokens and first 48 merges, ids unchanged, so the ids below are GPT-2's), round trips, and
+// the errors of files it cannot read.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "core/bpe_tokenizer.h"
+#include "core/safetensors.h"
+
+using namespace ds;
+namespace fs = std::filesystem;
+
+namespace {
+const std::string kHead = std::string(DS_FIXTURES) + "/gpt2_tokenizer_head.json";
+
+std::string read_text(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// The fixture with one substring replaced, written to a temp file; returns its path.
+std::string variant(const std::string& name, const std::string& from, const std::string& to) {
+  std::string s = read_text(kHead);
+  const size_t at = s.find(from);
+  EXPECT_NE(at, std::string::npos) << from;
+  s.replace(at, from.size(), to);
+  const std::string path = (fs::temp_directory_path() / ("deltashard_tok_" + name + ".json")).string();
+  std::ofstream(path) << s;
+  return path;
+}
+
+std::string error_of(const std::string& path) {
+  try {
+    read_bpe_tokenizer(path);
+  } catch (const FileError& e) {
+    return e.what();
+  }
+  return "no error";
+}
+
+using Pieces = std::vector<std::string>;
+}  // namespace
+
+TEST(PreTokenizer, Gpt2Regex) {
+  // Contractions are case-sensitive; a space joins the word after it; a whitespace run before a
+  // word leaves its last space to that word; digits are not capped.
+  EXPECT_EQ(pretokenize(PreTokenizer::Gpt2, "I'm 42  years\n\nold!! 12345"),
+            (Pieces{"I", "'m", " 42", " ", " years", "\n", "\n", "old", "!!", " 12345"}));
+  EXPECT_EQ(pretokenize(PreTokenizer::Gpt2, "HE'S he'sAID"), (Pieces{"HE", "'", "S", " he", "'s", "AID"}));
+  // Letters and numbers by Unicode category: CJK is a letter, ½ a number; trailing spaces stay whole.
+  EXPECT_EQ(pretokenize(PreTokenizer::Gpt2, "naïve 日本 ½  "), (Pieces{"naïve", " 日本", " ½", "  "}));
+}
+
+TEST(PreTokenizer, Llama3Regex) {
+  // Contractions in any case; one non-letter may lead a word; numbers in threes; newlines end a
+  // whitespace piece.
+  EXPECT_EQ(pretokenize(PreTokenizer::Llama3, "I'm 42  years\n\nold!! 12345"),
+            (Pieces{"I", "'m", " ", "42", " ", " years", "\n\n", "old", "!!", " ", "123", "45"}));
+  EXPECT_EQ(pretokenize(PreTokenizer::Llama3, "HE'SAID (x) ;\n\t\n y"),
+            (Pieces{"HE", "'S", "AID", " (", "x", ")", " ;\n", "\t\n", " y"}));
+}
+
+TEST(BpeTokenizer, EncodesWithGpt2Ids) {
+  const BpeTokenizer tok = read_bpe_tokenizer(kHead);
+  EXPECT_EQ(tok.vocab_size(), 305);
+  // "the": h+e merges (rank 2) -> [t, he]; " cat": a+t (rank 9) before Ġ+c (rank 13) -> [Ġc, at];
+  // " and": Ġa, Ġan, Ġand; " the": Ġt, he, Ġthe; " dog": Ġd, o, g.
+  EXPECT_EQ(bpe_encode(tok, "the cat and the dog"), (std::vector<int64_t>{83, 258, 269, 265, 290, 262, 288, 78, 70}));
+  // Added tokens are cut out before pre-tokenization.
+  EXPECT_EQ(bpe_encode(tok, "the<|endoftext|> the"), (std::vector<int64_t>{83, 258, 304, 262}));
+}
+
+TEST(BpeTokenizer, RoundTripsAnyBytes) {
+  const BpeTokenizer tok = read_bpe_tokenizer(kHead);
+  for (const std::string& text : std::vector<std::string>{"Hello, world!\n\n  indented\ttab", "naïve café — 日本語 🙂", std::string("bad \xff\xfe utf8"),
+                                 std::string("nul \0 inside", 12), "<|endoftext|>x<|endoftext|>"}) {
+    EXPECT_EQ(bpe_decode(tok, bpe_encode(tok, text)), text);
+  }
+  // Ids the tokenizer lacks (a model's padding rows) decode to nothing.
+  EXPECT_EQ(bpe_decode(tok, {262, 100000, -1}), " the");
+}
+
+TEST(BpeTokenizer, Llama3SequenceAndIgnoreMerges) {
+  const std::string pre =
+      R"("pre_tokenizer": {"type": "Sequence", "pretokenizers": [{"type": "Split", "pattern": {"Regex": )"
+      R"("(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"}, )"
+      R"("behavior": "Isolated", "invert": false}, {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false}]},)";
+  std::string s = read_text(kHead);
+  const size_t from = s.find("\"pre_tokenizer\"");
+  const size_t to = s.find("\"post_processor\"");
+  s.replace(from, to - from, pre + "\n ");
+  // A whole-word token that no merge path reaches: with ignore_merges it is taken as is.
+  s.replace(s.find("\"byte_fallback\": false,"), 23, "\"byte_fallback\": false, \"ignore_merges\": true,");
+  s.replace(s.find("\"!\": 0,"), 7, "\"!\": 0, \"Ġdog\": 305,");
+  const std::string path = (fs::temp_directory_path() / "deltashard_tok_llama3.json").string();
+  std::ofstream(path) << s;
+  const BpeTokenizer tok = read_bpe_tokenizer(path);
+  EXPECT_EQ(tok.pre, PreTokenizer::Llama3);
+  EXPECT_EQ(bpe_encode(tok, "the dog 1234"), (std::vector<int64_t>{83, 258, 305, 220, 16, 17, 18, 19}));
+}
+
+TEST(BpeTokenizer, ErrorsNameFileAndKey) {
+  EXPECT_NE(error_of("/nonexistent/tokenizer.json").find("/nonexistent/tokenizer.json: cannot open"), std::string::npos);
+  EXPECT_NE(error_of(variant("type", "\"type\": \"BPE\"", "\"type\": \"WordPiece\"")).find(": model.type: 'WordPiece' is not BPE"),
+            std::string::npos);
+  EXPECT_NE(error_of(variant("fallback", "\"byte_fallback\": false", "\"byte_fallback\": true")).find(": model.byte_fallback:"),
+            std::string::npos);
+  EXPECT_NE(error_of(variant("merge", "\"Ġ t\"", "\"Ġ zz\"")).find(": model.merges[0]: 'Ġ zz' merges tokens that are not in model.vocab"),
+            std::string::npos);
+  EXPECT_NE(error_of(variant("byte", "\"!\": 0,", "")).find(": model.vocab: no token for the byte character '!'"),
+            std::string::npos);
+  EXPECT_NE(error_of(variant("pre", "\"type\": \"ByteLevel\"", "\"type\": \"Whitespace\"")).find(": pre_tokenizer: type 'Whitespace'"),
+            std::string::npos);
+  const std::string cut = (fs::temp_directory_path() / "deltashard_tok_cut.json").string();
+  std::ofstream(cut) << read_text(kHead).substr(0, 2000);
+  EXPECT_NE(error_of(cut).find(cut + ": not valid JSON"), std::string::npos);
+}

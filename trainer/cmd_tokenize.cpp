@@ -1,0 +1,60 @@
+// deltashard tokenize: a tokenizer.json applied to text (ids out) or to ids (text out), to check
+// prompts and to compare the BPE against a reference (launch/check_tokenizer.sh).
+#include <fstream>
+#include <sstream>
+
+#include "core/bpe_tokenizer.h"
+#include "core/safetensors.h"
+#include "dist/mpi_env.h"
+#include "trainer/cli.h"
+
+namespace ds {
+
+int cmd_tokenize(int argc, char** argv) {
+  CommonArgs args;
+  std::string tokenizer, text, file, decode;
+  po::options_description desc("deltashard tokenize");
+  add_common(desc, args, false);
+  desc.add_options()("tokenizer", po::value<std::string>(&tokenizer), "tokenizer.json (byte-level BPE: GPT-2, LLaMA 3)")(
+      "text", po::value<std::string>(&text), "text to encode")(
+      "file", po::value<std::string>(&file), "encode this file's bytes")(
+      "decode", po::value<std::string>(&decode), "token ids to decode, comma separated");
+  const std::string usage = "deltashard tokenize --tokenizer FILE (--text TEXT | --file F | --decode 1,2,3) [--json]";
+  if (!parse_args(argc, argv, desc, args, false, usage)) return 0;
+  if (tokenizer.empty()) throw UsageError("--tokenizer is required (usage: " + usage + ")");
+  if (!text.empty() + !file.empty() + !decode.empty() != 1) throw UsageError("give one of --text, --file or --decode");
+  const BpeTokenizer tok = read_bpe_tokenizer(tokenizer);
+  if (!decode.empty()) {
+    const std::string out = bpe_decode(tok, parse_int_list(decode, "--decode", 0));
+    if (args.json) {
+      Json j = Json::object();
+      j["text"] = out;
+      print0("%s\n", j.dump().c_str());
+    } else {
+      print0("%s\n", out.c_str());
+    }
+    return 0;
+  }
+  if (!file.empty()) {
+    std::ifstream in(file, std::ios::binary);
+    if (!in) throw FileError(file + ": cannot open");
+    std::stringstream ss;
+    ss << in.rdbuf();
+    text = ss.str();
+  }
+  const std::vector<int64_t> ids = bpe_encode(tok, text);
+  if (args.json) {
+    Json j = Json::object();
+    Json a = Json::array();
+    for (int64_t t : ids) a.push(t);
+    j["tokens"] = a;
+    j["count"] = static_cast<int64_t>(ids.size());
+    j["bytes"] = static_cast<int64_t>(text.size());
+    print0("%s\n", j.dump().c_str());
+  } else {
+    for (int64_t t : ids) print0("%lld\n", static_cast<long long>(t));
+  }
+  return 0;
+}
+
+}  // namespace ds
