@@ -8,6 +8,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "core/bpe_tokenizer.h"
 #include "core/safetensors.h"
 
 namespace ds {
@@ -18,6 +19,8 @@ void parse_data_config(const YAML::Node& node, const Locator& where, DataConfig&
   Fields f(node, "data", where);
   f.get_list("path", cfg.paths, {});
   f.get("val_fraction", cfg.val_fraction, 0.0, 0.9);
+  f.get("tokenizer", cfg.tokenizer);
+  if (cfg.tokenizer.empty()) f.fail("tokenizer", "must be auto, bytes or the path of a tokenizer.json");
   f.finish();
 }
 
@@ -57,22 +60,29 @@ std::vector<std::string> expand_paths(const std::vector<std::string>& paths) {
   return files;
 }
 
-TokenDataset TokenDataset::load(const DataConfig& cfg) {
+TokenDataset TokenDataset::load(const DataConfig& cfg, const BpeTokenizer* tokenizer) {
   if (cfg.paths.empty()) throw ConfigError("data.path: is required");
   TokenDataset d;
   d.files_ = expand_paths(cfg.paths);
-  std::vector<uint8_t> train, val;
+  std::vector<int64_t> train, val;
+  auto append = [&](std::vector<int64_t>& to, const std::string& text) {
+    if (tokenizer) {
+      const std::vector<int64_t> ids = bpe_encode(*tokenizer, text);
+      to.insert(to.end(), ids.begin(), ids.end());
+    } else {
+      for (unsigned char c : text) to.push_back(c);
+    }
+  };
   for (const auto& f : d.files_) {
     std::ifstream in(f, std::ios::binary);
     if (!in) throw FileError(f + ": cannot read");
     std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
     const size_t cut = text.size() - static_cast<size_t>(static_cast<double>(text.size()) * cfg.val_fraction);
-    train.insert(train.end(), text.begin(), text.begin() + static_cast<long>(cut));
-    val.insert(val.end(), text.begin() + static_cast<long>(cut), text.end());
+    append(train, text.substr(0, cut));
+    append(val, text.substr(cut));
   }
-  auto to_tensor = [](const std::vector<uint8_t>& v) {
-    return torch::from_blob(const_cast<uint8_t*>(v.data()), {static_cast<int64_t>(v.size())}, torch::kUInt8)
-        .to(torch::kLong);
+  auto to_tensor = [](const std::vector<int64_t>& v) {
+    return torch::tensor(torch::ArrayRef<int64_t>(v), torch::kLong);
   };
   d.train_ = to_tensor(train);
   d.val_ = to_tensor(val);

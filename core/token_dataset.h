@@ -16,6 +16,9 @@ namespace ds {
 struct DataConfig {
   std::vector<std::string> paths;  // data.path: a string or a list; directories skip *.dat and links
   double val_fraction = 0.1;
+  // data.tokenizer: "auto" (model.path's tokenizer.json if there is one, else bytes), "bytes", or
+  // the path of a tokenizer.json (byte-level BPE).
+  std::string tokenizer = "auto";
 };
 
 void parse_data_config(const YAML::Node& node, const Locator& where, DataConfig& cfg);
@@ -23,9 +26,13 @@ void parse_data_config(const YAML::Node& node, const Locator& where, DataConfig&
 // Expands files, directories and globs; throws FileError naming what matched nothing.
 std::vector<std::string> expand_paths(const std::vector<std::string>& paths);
 
+struct BpeTokenizer;
+
 class TokenDataset {
  public:
-  static TokenDataset load(const DataConfig& cfg);
+  // Bytes as tokens without a tokenizer; the split into training and held-out text is made on
+  // bytes, then each part is encoded.
+  static TokenDataset load(const DataConfig& cfg, const BpeTokenizer* tokenizer = nullptr);
   static TokenDataset from_tokens(torch::Tensor train, torch::Tensor val);
 
   // [count, seq_len + 1] int64: the sequences global[first .. first+count) of batch `step`.

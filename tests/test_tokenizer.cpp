@@ -10,6 +10,7 @@
 
 #include "core/bpe_tokenizer.h"
 #include "core/safetensors.h"
+#include "core/token_dataset.h"
 
 using namespace ds;
 namespace fs = std::filesystem;
@@ -120,4 +121,17 @@ TEST(BpeTokenizer, ErrorsNameFileAndKey) {
   const std::string cut = (fs::temp_directory_path() / "deltashard_tok_cut.json").string();
   std::ofstream(cut) << read_text(kHead).substr(0, 2000);
   EXPECT_NE(error_of(cut).find(cut + ": not valid JSON"), std::string::npos);
+}
+
+TEST(BpeTokenizer, DatasetSplitsOnBytesThenEncodes) {
+  const BpeTokenizer tok = read_bpe_tokenizer(kHead);
+  const std::string path = (fs::temp_directory_path() / "deltashard_tok_data.txt").string();
+  std::ofstream(path) << "the cat and the dog";  // 19 bytes
+  DataConfig cfg;
+  cfg.paths = {path};
+  cfg.val_fraction = 0.25;  // cut at 19 - 4 = 15 bytes: "the cat and the" | " dog"
+  const TokenDataset d = TokenDataset::load(cfg, &tok);
+  EXPECT_EQ(d.train_tokens(), 6);  // t he Ġc at Ġand Ġthe
+  EXPECT_EQ(d.val_tokens(), 3);    // Ġd o g
+  EXPECT_TRUE(torch::equal(d.eval_windows(0, 1, 2), torch::tensor({288, 78, 70}, torch::kLong).view({1, 3})));
 }

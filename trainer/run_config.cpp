@@ -146,7 +146,8 @@ std::string dump_run_config(const RunConfig& c) {
     << YAML::Value << p.adapter_placement << YAML::Key << "adapter_nonlinearity" << YAML::Value
     << p.adapter_nonlinearity << YAML::Key << "adapter_tp" << YAML::Value << p.adapter_tp << YAML::EndMap;
   e << YAML::Key << "data" << YAML::Value << YAML::BeginMap << YAML::Key << "path" << YAML::Value << YAML::Flow
-    << c.data.paths << YAML::Key << "val_fraction" << YAML::Value << c.data.val_fraction << YAML::EndMap;
+    << c.data.paths << YAML::Key << "val_fraction" << YAML::Value << c.data.val_fraction << YAML::Key << "tokenizer"
+    << YAML::Value << c.data.tokenizer << YAML::EndMap;
   const auto& t = c.train;
   e << YAML::Key << "train" << YAML::Value << YAML::BeginMap << YAML::Key << "steps" << YAML::Value << t.steps
     << YAML::Key << "micro_batch" << YAML::Value << t.micro_batch << YAML::Key << "grad_accum" << YAML::Value

@@ -1,11 +1,14 @@
 #include "trainer/session.h"
 
 #include <chrono>
+#include <fstream>
 #include <set>
 #include <cmath>
 #include <thread>
 
+#include "core/bpe_tokenizer.h"
 #include "core/model_io.h"
+#include "core/tokenizer.h"
 #include "dist/mpi_env.h"
 #include "dist/tp_gather.h"
 #include "dist/tp_layers.h"
@@ -66,7 +69,31 @@ TrainSession::TrainSession(RunConfig cfg, ProcessGrid& grid, const std::string& 
   opt_ = std::make_unique<FlatAdamW>(sync_->optim_shards(),
                                      AdamWOptions{t.beta1, t.beta2, t.eps, t.weight_decay});
   if (!ckpt.empty()) load_optimizer(ckpt);
-  if (need_data) data_ = std::make_unique<TokenDataset>(TokenDataset::load(cfg_.data));
+  if (need_data) load_data();
+}
+
+void TrainSession::load_data() {
+  const DataConfig& d = cfg_.data;
+  const int64_t vocab = model_->cfg.vocab_size;
+  std::string path = d.tokenizer;
+  if (path == "auto") {
+    const std::string in_model = cfg_.model.path + "/tokenizer.json";
+    path = !cfg_.model.path.empty() && std::ifstream(in_model).good() ? in_model : "bytes";
+  }
+  if (path == "bytes") {
+    if (vocab < kByteVocab) {
+      throw ConfigError(cfg_.file + ": data.tokenizer: bytes need 256 tokens but model.vocab_size is " +
+                        std::to_string(vocab));
+    }
+    data_ = std::make_unique<TokenDataset>(TokenDataset::load(d));
+    return;
+  }
+  const BpeTokenizer tok = read_bpe_tokenizer(path);
+  if (tok.vocab_size() > vocab) {
+    throw ConfigError(cfg_.file + ": data.tokenizer: " + path + " has " + std::to_string(tok.vocab_size()) +
+                      " tokens but model.vocab_size is " + std::to_string(vocab));
+  }
+  data_ = std::make_unique<TokenDataset>(TokenDataset::load(d, &tok));
 }
 
 StepResult TrainSession::step() {

@@ -60,6 +60,8 @@ class TrainSession {
 
  private:
   void load_optimizer(const std::string& dir);
+  // data.path tokenized by data.tokenizer (auto: model.path's tokenizer.json, else bytes).
+  void load_data();
 
   RunConfig cfg_;
   ProcessGrid& grid_;
