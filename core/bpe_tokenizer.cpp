@@ -5,6 +5,8 @@
 #include <limits>
 #include <stdexcept>
 
+#include <yaml-cpp/yaml.h>
+
 #include "core/safetensors.h"  // FileError
 
 namespace ds {

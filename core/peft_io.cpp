@@ -129,16 +129,18 @@ PeftFiles export_peft(const ModelConfig& m, const PeftConfig& p, const std::map<
 
 PeftImport import_peft(const ModelConfig& m, const YAML::Node& c, const std::map<std::string, torch::Tensor>& tensors,
                        const std::map<std::string, std::string>& metadata, const std::string& source) {
+  const std::string config_file = source + "/adapter_config.json";
+  const std::string weights_file = source + "/adapter_model.safetensors";
   auto str = [&](const char* k, const std::string& fallback) {
     return c[k] && !c[k].IsNull() ? c[k].as<std::string>() : fallback;
   };
-  if (str("peft_type", "") != "LORA") throw FileError(source + ": peft_type '" + str("peft_type", "") + "' is not LORA");
-  if (str("bias", "none") != "none") throw FileError(source + ": bias '" + str("bias", "") + "' is not supported (none)");
-  if (c["use_dora"] && c["use_dora"].as<bool>()) throw FileError(source + ": use_dora is not supported");
+  if (str("peft_type", "") != "LORA") throw FileError(config_file + ": peft_type '" + str("peft_type", "") + "' is not LORA");
+  if (str("bias", "none") != "none") throw FileError(config_file + ": bias '" + str("bias", "") + "' is not supported (none)");
+  if (c["use_dora"] && c["use_dora"].as<bool>()) throw FileError(config_file + ": use_dora is not supported");
   if (c["modules_to_save"] && c["modules_to_save"].IsSequence() && c["modules_to_save"].size() > 0) {
-    throw FileError(source + ": modules_to_save is not supported");
+    throw FileError(config_file + ": modules_to_save is not supported");
   }
-  if (!c["r"] || !c["lora_alpha"]) throw FileError(source + ": r and lora_alpha are required");
+  if (!c["r"] || !c["lora_alpha"]) throw FileError(config_file + ": r and lora_alpha are required");
   const double alpha = c["lora_alpha"].as<double>();
   const bool rslora = c["use_rslora"] && c["use_rslora"].as<bool>();
 
@@ -152,13 +154,13 @@ PeftImport import_peft(const ModelConfig& m, const YAML::Node& c, const std::map
     const bool is_a = key.size() > 14 && key.compare(key.size() - 14, 14, ".lora_A.weight") == 0;
     const bool is_b = key.size() > 14 && key.compare(key.size() - 14, 14, ".lora_B.weight") == 0;
     if (key.rfind(kPrefix, 0) != 0 || (!is_a && !is_b)) {
-      throw FileError(source + ": tensor '" + key + "' is not a LoRA factor (base_model.model.<module>.lora_A/B.weight)");
+      throw FileError(weights_file + ": tensor '" + key + "' is not a LoRA factor (base_model.model.<module>.lora_A/B.weight)");
     }
     const std::string module = key.substr(17, key.size() - 17 - 14);
-    if (!modules.count(module)) throw FileError(source + ": tensor '" + key + "': no layer '" + module + "' in this model");
+    if (!modules.count(module)) throw FileError(weights_file + ": tensor '" + key + "': no layer '" + module + "' in this model");
     (is_a ? found[module].first : found[module].second) = t.to(torch::kFloat);
   }
-  if (found.empty()) throw FileError(source + ": no LoRA tensors");
+  if (found.empty()) throw FileError(weights_file + ": no LoRA tensors");
 
   const std::string meta_qkv = metadata.count("deltashard_qkv") ? metadata.at("deltashard_qkv") : "";
   PeftImport out;
@@ -167,14 +169,14 @@ PeftImport import_peft(const ModelConfig& m, const YAML::Node& c, const std::map
   const int64_t d = m.d_model;
   for (const auto& [module, ab] : found) {
     const auto& [A, B] = ab;
-    if (!A.defined() || !B.defined()) throw FileError(source + ": module '" + module + "' lacks lora_A or lora_B");
+    if (!A.defined() || !B.defined()) throw FileError(weights_file + ": module '" + module + "' lacks lora_A or lora_B");
     const int64_t R = A.size(0);
     if (A.dim() != 2 || B.dim() != 2 || B.size(1) != R) {
-      throw FileError(source + ": module '" + module + "': lora_A [r, in] and lora_B [out, r] disagree on r");
+      throw FileError(weights_file + ": module '" + module + "': lora_A [r, in] and lora_B [out, r] disagree on r");
     }
     const YAML::Node rp = pattern_for(c["rank_pattern"], module);
     if (rp.IsDefined() && rp.as<int64_t>() != R) {
-      throw FileError(source + ": module '" + module + "': rank_pattern says " + rp.as<std::string>() +
+      throw FileError(weights_file + ": module '" + module + "': rank_pattern says " + rp.as<std::string>() +
                       ", the tensors have rank " + std::to_string(R));
     }
     const YAML::Node ap = pattern_for(c["alpha_pattern"], module);
@@ -191,7 +193,7 @@ PeftImport import_peft(const ModelConfig& m, const YAML::Node& c, const std::map
       continue;
     }
     // GPT-2 c_attn: q, k, v rows of B.
-    if (B.size(0) != 3 * d) throw FileError(source + ": module '" + module + "': lora_B must have 3·d_model rows");
+    if (B.size(0) != 3 * d) throw FileError(weights_file + ": module '" + module + "': lora_B must have 3·d_model rows");
     const int64_t i = targets[0].first;
     std::vector<std::string> listed;
     for (size_t a = 0, b; a < meta_qkv.size(); a = b + 1) {
@@ -225,7 +227,7 @@ PeftImport import_peft(const ModelConfig& m, const YAML::Node& c, const std::map
   std::map<int64_t, std::set<std::string>> per_layer;
   for (const auto& [l, s] : layers) {
     if (s.rank != first.rank || std::abs(s.scale - first.scale) > 1e-9 * std::abs(first.scale)) {
-      throw FileError(source + ": layer '" + l + "' has rank " + std::to_string(s.rank) + " and scale " +
+      throw FileError(weights_file + ": layer '" + l + "' has rank " + std::to_string(s.rank) + " and scale " +
                       std::to_string(s.scale) + ", others rank " + std::to_string(first.rank) + " and scale " +
                       std::to_string(first.scale) + "; DeltaShard trains one r and one lora_alpha");
     }
@@ -234,12 +236,12 @@ PeftImport import_peft(const ModelConfig& m, const YAML::Node& c, const std::map
   }
   for (const auto& [i, ts] : per_layer) {
     if (ts != per_layer.begin()->second) {
-      throw FileError(source + ": layer " + std::to_string(i) + " has other LoRA targets than layer " +
+      throw FileError(weights_file + ": layer " + std::to_string(i) + " has other LoRA targets than layer " +
                       std::to_string(per_layer.begin()->first) + "; DeltaShard applies one target list to every layer");
     }
   }
   if (static_cast<int64_t>(per_layer.size()) != m.n_layer) {
-    throw FileError(source + ": LoRA covers " + std::to_string(per_layer.size()) + " of " +
+    throw FileError(weights_file + ": LoRA covers " + std::to_string(per_layer.size()) + " of " +
                     std::to_string(m.n_layer) + " layers; layers_to_transform is not supported");
   }
   out.peft.method = "lora";

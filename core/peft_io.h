@@ -38,7 +38,8 @@ struct PeftImport {
   std::map<std::string, torch::Tensor> lora;
 };
 
-// FileError naming `source` for anything DeltaShard cannot represent: another peft_type, bias
+// `source` is the adapter directory. FileError naming its adapter_config.json or
+// adapter_model.safetensors for anything DeltaShard cannot represent: another peft_type, bias
 // training, DoRA, modules_to_save, per-layer ranks or scales that differ, unknown modules.
 PeftImport import_peft(const ModelConfig& model, const YAML::Node& config,
                        const std::map<std::string, torch::Tensor>& tensors,

@@ -1,23 +1,33 @@
 #!/usr/bin/env bash
-# Fuzzes the safetensors reader with libFuzzer (clang from Debian) and AddressSanitizer:
-# builds tests/fuzz/fuzz_safetensors.cpp with core/safetensors.cpp against the system LibTorch,
-# then runs it from tests/fuzz/corpus for SECONDS (default 60). New interesting inputs go into
-# build-fuzz/corpus; a crash leaves build-fuzz/crash-* and a non-zero exit.
-# usage: launch/fuzz.sh [SECONDS]
+# Fuzzes with libFuzzer (clang from Debian) and AddressSanitizer, for SECONDS (default 60):
+#   safetensors  the safetensors reader (tests/fuzz/fuzz_safetensors.cpp): parse or FileError
+#   bpe          the byte-level BPE (tests/fuzz/fuzz_bpe.cpp): pieces, round trip, ids in range
+# Builds the target against the system LibTorch and starts from tests/fuzz/corpus (corpus_bpe).
+# New interesting inputs go into build-fuzz/corpus[_bpe]; a crash leaves build-fuzz/crash-* and a
+# non-zero exit.  usage: launch/fuzz.sh [safetensors|bpe] [SECONDS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+target=safetensors
+if [[ $# -gt 0 && ! $1 =~ ^[0-9]+$ ]]; then target=$1; shift; fi
 seconds=${1:-60}
+case $target in
+  safetensors) sources=(core/safetensors.cpp core/json_writer.cpp); corpus=corpus; max_len=4096 ;;
+  bpe) sources=(core/bpe_tokenizer.cpp); corpus=corpus_bpe; max_len=1024 ;;
+  *) echo "fuzz: unknown target '$target' (safetensors or bpe)" >&2; exit 2 ;;
+esac
 command -v clang++ >/dev/null || { echo "fuzz: clang++ is missing (apt-get install clang)" >&2; exit 1; }
-mkdir -p build-fuzz/corpus
-cp -n tests/fuzz/corpus/* build-fuzz/corpus/ 2>/dev/null || true
-if [[ ! -x build-fuzz/fuzz_safetensors || tests/fuzz/fuzz_safetensors.cpp -nt build-fuzz/fuzz_safetensors ||
-      core/safetensors.cpp -nt build-fuzz/fuzz_safetensors || core/json_writer.cpp -nt build-fuzz/fuzz_safetensors ]]; then
-  echo "fuzz: building (clang++, -fsanitize=fuzzer,address)"
+bin=build-fuzz/fuzz_$target
+mkdir -p "build-fuzz/$corpus"
+cp -n tests/fuzz/$corpus/* "build-fuzz/$corpus/" 2>/dev/null || true
+stale=false
+[[ -x $bin ]] || stale=true
+for f in "tests/fuzz/fuzz_$target.cpp" "${sources[@]}"; do [[ $f -nt $bin ]] && stale=true; done
+if $stale; then
+  echo "fuzz: building $bin (clang++, -fsanitize=fuzzer,address)"
   clang++ -std=c++17 -O1 -g -fsanitize=fuzzer,address -DDELTASHARD_LIBFUZZER -D_GLIBCXX_USE_CXX11_ABI=1 \
-    -I. -I/usr/include/torch/csrc/api/include \
-    tests/fuzz/fuzz_safetensors.cpp core/safetensors.cpp core/json_writer.cpp \
-    -ltorch -ltorch_cpu -lc10 -lyaml-cpp -o build-fuzz/fuzz_safetensors
+    -DDS_FIXTURES="\"$PWD/tests/fixtures\"" -I. -I/usr/include/torch/csrc/api/include \
+    "tests/fuzz/fuzz_$target.cpp" "${sources[@]}" -ltorch -ltorch_cpu -lc10 -lyaml-cpp -o "$bin"
 fi
 # LibTorch's own allocations are not the subject; leaks at exit are not findings here.
-ASAN_OPTIONS=detect_leaks=0 build-fuzz/fuzz_safetensors -max_total_time="$seconds" -max_len=4096 \
-  -artifact_prefix=build-fuzz/ build-fuzz/corpus
+ASAN_OPTIONS=detect_leaks=0 "$bin" -max_total_time="$seconds" -max_len="$max_len" \
+  -artifact_prefix=build-fuzz/ "build-fuzz/$corpus"

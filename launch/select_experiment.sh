@@ -71,7 +71,7 @@ plot $cmd
 GP
   echo "wrote $png"
 }
-plot docs/select_loss.png "student (2 layers, d_model 64) on held-out fortunes: weight selection from the 4-layer d_model-128 base vs random init" selected random
+plot docs/select_loss.png "student (2 layers, d_model 64) on held-out fortunes: selected from the 4-layer base vs random init" selected random
 if $ablation; then
   plot docs/select_ablation.png "student on held-out fortunes: how the teacher's elements and layers are chosen" "${runs[@]}"
 fi

@@ -4,8 +4,6 @@
 // libFuzzer target; in the normal build it is a replay tool that ctest runs over the corpus.
 #include <cstdint>
 #include <cstdio>
-#include <fstream>
-#include <iterator>
 #include <string>
 #include <vector>
 
@@ -24,19 +22,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
 }
 
 #ifndef DELTASHARD_LIBFUZZER
-int main(int argc, char** argv) {
-  int n = 0;
-  for (int i = 1; i < argc; ++i) {
-    std::ifstream in(argv[i], std::ios::binary);
-    if (!in) {
-      std::fprintf(stderr, "fuzz_safetensors: cannot read %s\n", argv[i]);
-      return 1;
-    }
-    const std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    LLVMFuzzerTestOneInput(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
-    ++n;
-  }
-  std::printf("fuzz_safetensors: %d inputs replayed without a crash\n", n);
-  return 0;
-}
+#include "tests/fuzz/replay_main.h"
+int main(int argc, char** argv) { return replay_corpus("fuzz_safetensors", "none crashed", argc, argv); }
 #endif
