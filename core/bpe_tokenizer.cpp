@@ -267,7 +267,42 @@ PreTokenizer read_pre_tokenizer(const YAML::Node& p, const std::string& path, bo
   return PreTokenizer::Llama3;
 }
 
+// TemplateProcessing's "single" (top level or inside a Sequence): the special tokens before and
+// after the sequence "A". Other processors (GPT-2's ByteLevel) add nothing.
+void read_template(const YAML::Node& p, const std::string& path, BpeTokenizer& tok) {
+  if (!p || !p.IsMap() || !p["type"]) return;
+  const std::string type = p["type"].as<std::string>();
+  if (type == "Sequence" && p["processors"].IsSequence()) {
+    for (const auto& q : p["processors"]) read_template(q, path, tok);
+    return;
+  }
+  if (type != "TemplateProcessing") return;
+  if (!p["single"].IsSequence()) throw FileError(path + ": post_processor.single: not a list");
+  bool seen_sequence = false;
+  for (const auto& item : p["single"]) {
+    if (item["Sequence"]) {
+      seen_sequence = true;
+      continue;
+    }
+    if (!item["SpecialToken"] || !item["SpecialToken"]["id"]) {
+      throw FileError(path + ": post_processor.single: items must be Sequence or SpecialToken");
+    }
+    const std::string name = item["SpecialToken"]["id"].as<std::string>();
+    const YAML::Node special = p["special_tokens"][name];
+    if (!special || !special["ids"].IsSequence()) {
+      throw FileError(path + ": post_processor.special_tokens: no ids for '" + name + "'");
+    }
+    for (const auto& id : special["ids"]) (seen_sequence ? tok.template_suffix : tok.template_prefix).push_back(id.as<int64_t>());
+  }
+}
+
 }  // namespace
+
+std::vector<int64_t> add_special_tokens(const BpeTokenizer& tok, std::vector<int64_t> ids) {
+  ids.insert(ids.begin(), tok.template_prefix.begin(), tok.template_prefix.end());
+  ids.insert(ids.end(), tok.template_suffix.begin(), tok.template_suffix.end());
+  return ids;
+}
 
 std::vector<std::string> pretokenize(PreTokenizer pre, const std::string& text) { return split_pieces(pre, text); }
 
@@ -334,8 +369,16 @@ BpeTokenizer read_bpe_tokenizer(const std::string& path) {
         tok.added.emplace_back(content, id);
       }
     }
+    read_template(root["post_processor"], path, tok);
   } catch (const YAML::Exception& e) {
     throw FileError(path + ": " + e.what());
+  }
+  for (const auto* ids : {&tok.template_prefix, &tok.template_suffix}) {
+    for (int64_t id : *ids) {
+      if (id < 0 || id >= tok.vocab_size()) {
+        throw FileError(path + ": post_processor: id " + std::to_string(id) + " is not in the vocabulary");
+      }
+    }
   }
   if (tok.vocab.empty()) throw FileError(path + ": model.vocab: empty");
   // Every byte must have a token, or some text could not be encoded.

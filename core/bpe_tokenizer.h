@@ -26,6 +26,8 @@ struct BpeTokenizer {
   std::vector<std::string> id_to_token;                // "" where an id is unused
   std::vector<std::pair<std::string, int64_t>> added;  // content, id; longest first
   std::vector<bool> is_added;                          // by id
+  // post_processor's TemplateProcessing for one sequence (LLaMA 3: <|begin_of_text|> before it).
+  std::vector<int64_t> template_prefix, template_suffix;
 
   int64_t vocab_size() const { return static_cast<int64_t>(id_to_token.size()); }
 };
@@ -35,6 +37,9 @@ struct BpeTokenizer {
 BpeTokenizer read_bpe_tokenizer(const std::string& path);
 
 std::vector<int64_t> bpe_encode(const BpeTokenizer& tok, const std::string& text);
+// The special tokens the tokenizer's template puts around one sequence, as `transformers` adds
+// them by default (add_special_tokens=True) to a prompt.
+std::vector<int64_t> add_special_tokens(const BpeTokenizer& tok, std::vector<int64_t> ids);
 // Ids the tokenizer does not know (a model's padded vocabulary rows) are skipped, as `tokenizers` does.
 std::string bpe_decode(const BpeTokenizer& tok, const std::vector<int64_t>& ids);
 

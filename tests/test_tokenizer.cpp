@@ -99,11 +99,21 @@ TEST(BpeTokenizer, Llama3SequenceAndIgnoreMerges) {
   // A whole-word token that no merge path reaches: with ignore_merges it is taken as is.
   s.replace(s.find("\"byte_fallback\": false,"), 23, "\"byte_fallback\": false, \"ignore_merges\": true,");
   s.replace(s.find("\"!\": 0,"), 7, "\"!\": 0, \"Ġdog\": 305,");
+  // LLaMA 3's post-processor: a template that puts a special token before the sequence.
+  const std::string post =
+      R"("post_processor": {"type": "Sequence", "processors": [{"type": "ByteLevel"}, {"type": "TemplateProcessing", )"
+      R"("single": [{"SpecialToken": {"id": "<|endoftext|>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}], )"
+      R"("pair": [], "special_tokens": {"<|endoftext|>": {"id": "<|endoftext|>", "ids": [304], "tokens": ["<|endoftext|>"]}}}]},)";
+  const size_t pp = s.find("\"post_processor\"");
+  s.replace(pp, s.find("\"decoder\"") - pp, post + "\n ");
   const std::string path = (fs::temp_directory_path() / "deltashard_tok_llama3.json").string();
   std::ofstream(path) << s;
   const BpeTokenizer tok = read_bpe_tokenizer(path);
   EXPECT_EQ(tok.pre, PreTokenizer::Llama3);
   EXPECT_EQ(bpe_encode(tok, "the dog 1234"), (std::vector<int64_t>{83, 258, 305, 220, 16, 17, 18, 19}));
+  EXPECT_EQ(add_special_tokens(tok, bpe_encode(tok, "the")), (std::vector<int64_t>{304, 83, 258}));
+  // GPT-2's post-processor (ByteLevel) adds nothing.
+  EXPECT_EQ(add_special_tokens(read_bpe_tokenizer(kHead), {83, 258}), (std::vector<int64_t>{83, 258}));
 }
 
 TEST(BpeTokenizer, ErrorsNameFileAndKey) {

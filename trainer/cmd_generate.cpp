@@ -86,7 +86,7 @@ int cmd_generate(int argc, char** argv) {
   std::vector<int64_t> ids;
   if (!prompt.empty()) {
     if (tok) {
-      ids = bpe_encode(*tok, prompt);
+      ids = add_special_tokens(*tok, bpe_encode(*tok, prompt));  // LLaMA 3: <|begin_of_text|> first
     } else if (bytes) {
       ids = encode_bytes(prompt);
     } else {
