@@ -22,9 +22,28 @@ void Json::push(Json v) {
   items_.push_back(std::move(v));
 }
 
+namespace {
+// Length of the well-formed UTF-8 sequence at s[i], or 0 (overlong forms, surrogates and code
+// points past U+10FFFF count as malformed, as in RFC 3629).
+size_t utf8_length(const std::string& s, size_t i) {
+  const auto b = static_cast<unsigned char>(s[i]);
+  size_t n = b >= 0xC2 && b <= 0xDF ? 2 : b >= 0xE0 && b <= 0xEF ? 3 : b >= 0xF0 && b <= 0xF4 ? 4 : 0;
+  if (n == 0 || i + n > s.size()) return 0;
+  for (size_t k = 1; k < n; ++k) {
+    if ((static_cast<unsigned char>(s[i + k]) & 0xC0) != 0x80) return 0;
+  }
+  const auto b1 = static_cast<unsigned char>(s[i + 1]);
+  if ((b == 0xE0 && b1 < 0xA0) || (b == 0xED && b1 > 0x9F) || (b == 0xF0 && b1 < 0x90) || (b == 0xF4 && b1 > 0x8F)) {
+    return 0;
+  }
+  return n;
+}
+}  // namespace
+
 std::string json_escape(const std::string& s) {
   std::string out = "\"";
-  for (unsigned char c : s) {
+  for (size_t i = 0; i < s.size(); ++i) {
+    const auto c = static_cast<unsigned char>(s[i]);
     switch (c) {
       case '"': out += "\\\""; break;
       case '\\': out += "\\\\"; break;
@@ -36,8 +55,15 @@ std::string json_escape(const std::string& s) {
           char buf[8];
           std::snprintf(buf, sizeof buf, "\\u%04x", c);
           out += buf;
-        } else {
+        } else if (c < 0x80) {
           out += static_cast<char>(c);
+        } else if (const size_t n = utf8_length(s, i)) {
+          out.append(s, i, n);
+          i += n - 1;
+        } else {
+          // JSON is UTF-8: a byte that starts no valid sequence (a token cut inside a character)
+          // becomes U+FFFD, as Python's errors="replace" decodes it.
+          out += "\\ufffd";
         }
     }
   }

@@ -76,6 +76,12 @@ void print0(const char* fmt, ...) {
   std::fflush(stdout);
 }
 
+void write0(const std::string& bytes) {
+  if (world_rank() != 0) return;
+  std::fwrite(bytes.data(), 1, bytes.size(), stdout);
+  std::fflush(stdout);
+}
+
 void abort_job(const std::string& message, int code) {
   if (!message.empty()) std::fprintf(stderr, "%s\n", message.c_str());
   std::fflush(stderr);

@@ -29,6 +29,8 @@ double all_ranks_max(double x);
 
 // printf from world rank 0 only, flushed: the one way the trainer talks to the terminal.
 void print0(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
+// Rank 0 writes `bytes` as they are (decoded text may hold NUL bytes, which %s would cut).
+void write0(const std::string& bytes);
 
 // Ends every rank of the job with `message` on stderr; used where a rank cannot continue.
 [[noreturn]] void abort_job(const std::string& message, int code = 1);

@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "core/bpe_tokenizer.h"
+#include "core/json_writer.h"
 #include "core/safetensors.h"
 #include "core/token_dataset.h"
 
@@ -144,4 +145,11 @@ TEST(BpeTokenizer, DatasetSplitsOnBytesThenEncodes) {
   EXPECT_EQ(d.train_tokens(), 6);  // t he Ġc at Ġand Ġthe
   EXPECT_EQ(d.val_tokens(), 3);    // Ġd o g
   EXPECT_TRUE(torch::equal(d.eval_windows(0, 1, 2), torch::tensor({288, 78, 70}, torch::kLong).view({1, 3})));
+}
+
+TEST(JsonText, DecodedTextIsValidUtf8Json) {
+  // Generated text can end inside a character; --json must still print valid JSON (UTF-8).
+  EXPECT_EQ(json_escape("naïve 🙂"), "\"naïve 🙂\"");
+  EXPECT_EQ(json_escape(std::string("a\xf0\x9f") + "b\x01\xff\xc0\xaf"), "\"a\\ufffd\\ufffdb\\u0001\\ufffd\\ufffd\\ufffd\"");
+  EXPECT_EQ(json_escape("\xed\xa0\x80"), "\"\\ufffd\\ufffd\\ufffd\"");  // a UTF-16 surrogate
 }

@@ -112,7 +112,7 @@ int cmd_generate(int argc, char** argv) {
   if (args.json) {
     print0("%s\n", j.dump().c_str());
   } else if (tok || bytes) {
-    print0("%s%s\n", prompt.empty() ? to_text(ids).c_str() : prompt.c_str(), to_text(out).c_str());
+    write0((prompt.empty() ? to_text(ids) : prompt) + to_text(out) + "\n");
   } else {
     std::string s2;
     for (int64_t t : out) s2 += (s2.empty() ? "" : ",") + std::to_string(t);

@@ -31,7 +31,7 @@ int cmd_tokenize(int argc, char** argv) {
       j["text"] = out;
       print0("%s\n", j.dump().c_str());
     } else {
-      print0("%s\n", out.c_str());
+      write0(out + "\n");
     }
     return 0;
   }
