@@ -99,6 +99,28 @@ TEST(HfLayout, Gpt2AndLlamaDirectoriesLoadWithTheSameLogits) {
   }
 }
 
+// Hugging Face checkpoints are mostly bf16 or fp16: they load into the fp32 model exactly as
+// the rounded weights.
+TEST(HfLayout, Bf16AndFp16DirectoriesLoadAsTheirRoundedWeights) {
+  const ModelConfig c = llama_config();
+  for (const auto dtype : {torch::kBFloat16, torch::kHalf}) {
+    torch::manual_seed(3);
+    Transformer ref = random_model(c);
+    NamedTensors low = base_tensors(ref);
+    for (auto& [name, t] : low) t = t.to(dtype);
+    const std::string dir = temp_dir("lowp");
+    save_model_dir(dir, c, low);
+    EXPECT_EQ(read_safetensors(dir + "/model.safetensors").tensors.begin()->second.scalar_type(), dtype);
+    Transformer loaded(read_model_config(dir), dense_factory());
+    load_model_weights(dir, loaded);
+    torch::NoGradGuard g;
+    for (auto& p : ref->parameters()) p.copy_(p.to(dtype).to(torch::kFloat));
+    const torch::Tensor idx = tokens(2, 9, c.vocab_size);
+    EXPECT_TRUE(torch::allclose(loaded->forward(idx), ref->forward(idx), 1e-5, 1e-6)) << dtype;
+    fs::remove_all(dir);
+  }
+}
+
 TEST(HfLayout, LlamaNamesShapesAndConfig) {
   const ModelConfig c = llama_config();
   Transformer m = random_model(c);
