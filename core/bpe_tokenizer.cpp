@@ -296,18 +296,7 @@ void read_template(const YAML::Node& p, const std::string& path, BpeTokenizer& t
   }
 }
 
-}  // namespace
-
-std::vector<int64_t> add_special_tokens(const BpeTokenizer& tok, std::vector<int64_t> ids) {
-  ids.insert(ids.begin(), tok.template_prefix.begin(), tok.template_prefix.end());
-  ids.insert(ids.end(), tok.template_suffix.begin(), tok.template_suffix.end());
-  return ids;
-}
-
-std::vector<std::string> pretokenize(PreTokenizer pre, const std::string& text) { return split_pieces(pre, text); }
-
-BpeTokenizer read_bpe_tokenizer(const std::string& path) {
-  const YAML::Node root = load_json(path);
+BpeTokenizer parse_tokenizer(const YAML::Node& root, const std::string& path) {
   if (!root.IsMap()) throw FileError(path + ": not a JSON object");
   BpeTokenizer tok;
   tok.path = path;
@@ -330,49 +319,45 @@ BpeTokenizer read_bpe_tokenizer(const std::string& path) {
     }
     tok.id_to_token[id] = token;
   };
-  try {
-    if (!model["vocab"].IsMap()) throw FileError(path + ": model.vocab: not an object");
-    for (const auto& kv : model["vocab"]) {
-      const std::string t = kv.first.as<std::string>();
-      const int64_t id = kv.second.as<int64_t>();
-      tok.vocab[t] = id;
-      add_id(t, id, "model.vocab");
-    }
-    if (!model["merges"].IsSequence()) throw FileError(path + ": model.merges: not a list");
-    int64_t rank = 0;
-    for (const auto& m : model["merges"]) {
-      // "left right" (tokenizers < 0.20) or ["left", "right"].
-      std::string left, right;
-      if (m.IsSequence() && m.size() == 2) {
-        left = m[0].as<std::string>();
-        right = m[1].as<std::string>();
-      } else {
-        const std::string s = m.as<std::string>();
-        const size_t sp = s.find(' ');
-        if (sp == std::string::npos) throw FileError(path + ": model.merges[" + std::to_string(rank) + "]: '" + s + "' is not a pair");
-        left = s.substr(0, sp);
-        right = s.substr(sp + 1);
-      }
-      if (!tok.vocab.count(left) || !tok.vocab.count(right) || !tok.vocab.count(left + right)) {
-        throw FileError(path + ": model.merges[" + std::to_string(rank) + "]: '" + left + " " + right +
-                        "' merges tokens that are not in model.vocab");
-      }
-      tok.merge_rank.emplace(left + " " + right, rank++);
-    }
-    if (root["added_tokens"] && root["added_tokens"].IsSequence()) {
-      for (const auto& a : root["added_tokens"]) {
-        const std::string content = a["content"].as<std::string>();
-        const int64_t id = a["id"].as<int64_t>();
-        if (content.empty()) throw FileError(path + ": added_tokens: id " + std::to_string(id) + " has empty content");
-        add_id(content, id, "added_tokens");
-        tok.is_added[id] = true;
-        tok.added.emplace_back(content, id);
-      }
-    }
-    read_template(root["post_processor"], path, tok);
-  } catch (const YAML::Exception& e) {
-    throw FileError(path + ": " + e.what());
+  if (!model["vocab"].IsMap()) throw FileError(path + ": model.vocab: not an object");
+  for (const auto& kv : model["vocab"]) {
+    const std::string t = kv.first.as<std::string>();
+    const int64_t id = kv.second.as<int64_t>();
+    tok.vocab[t] = id;
+    add_id(t, id, "model.vocab");
   }
+  if (!model["merges"].IsSequence()) throw FileError(path + ": model.merges: not a list");
+  int64_t rank = 0;
+  for (const auto& m : model["merges"]) {
+    // "left right" (tokenizers < 0.20) or ["left", "right"].
+    std::string left, right;
+    if (m.IsSequence() && m.size() == 2) {
+      left = m[0].as<std::string>();
+      right = m[1].as<std::string>();
+    } else {
+      const std::string s = m.as<std::string>();
+      const size_t sp = s.find(' ');
+      if (sp == std::string::npos) throw FileError(path + ": model.merges[" + std::to_string(rank) + "]: '" + s + "' is not a pair");
+      left = s.substr(0, sp);
+      right = s.substr(sp + 1);
+    }
+    if (!tok.vocab.count(left) || !tok.vocab.count(right) || !tok.vocab.count(left + right)) {
+      throw FileError(path + ": model.merges[" + std::to_string(rank) + "]: '" + left + " " + right +
+                      "' merges tokens that are not in model.vocab");
+    }
+    tok.merge_rank.emplace(left + " " + right, rank++);
+  }
+  if (root["added_tokens"] && root["added_tokens"].IsSequence()) {
+    for (const auto& a : root["added_tokens"]) {
+      const std::string content = a["content"].as<std::string>();
+      const int64_t id = a["id"].as<int64_t>();
+      if (content.empty()) throw FileError(path + ": added_tokens: id " + std::to_string(id) + " has empty content");
+      add_id(content, id, "added_tokens");
+      tok.is_added[id] = true;
+      tok.added.emplace_back(content, id);
+    }
+  }
+  read_template(root["post_processor"], path, tok);
   for (const auto* ids : {&tok.template_prefix, &tok.template_suffix}) {
     for (int64_t id : *ids) {
       if (id < 0 || id >= tok.vocab_size()) {
@@ -388,6 +373,25 @@ BpeTokenizer read_bpe_tokenizer(const std::string& path) {
   std::stable_sort(tok.added.begin(), tok.added.end(),
                    [](const auto& a, const auto& b) { return a.first.size() > b.first.size(); });
   return tok;
+}
+
+}  // namespace
+
+std::vector<int64_t> add_special_tokens(const BpeTokenizer& tok, std::vector<int64_t> ids) {
+  ids.insert(ids.begin(), tok.template_prefix.begin(), tok.template_prefix.end());
+  ids.insert(ids.end(), tok.template_suffix.begin(), tok.template_suffix.end());
+  return ids;
+}
+
+std::vector<std::string> pretokenize(PreTokenizer pre, const std::string& text) { return split_pieces(pre, text); }
+
+BpeTokenizer read_bpe_tokenizer(const std::string& path) {
+  const YAML::Node root = load_json(path);
+  try {
+    return parse_tokenizer(root, path);
+  } catch (const YAML::Exception& e) {  // a value of the wrong JSON type
+    throw FileError(path + ": " + e.what());
+  }
 }
 
 std::vector<int64_t> bpe_encode(const BpeTokenizer& tok, const std::string& text) {

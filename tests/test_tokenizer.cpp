@@ -129,6 +129,8 @@ TEST(BpeTokenizer, ErrorsNameFileAndKey) {
             std::string::npos);
   EXPECT_NE(error_of(variant("pre", "\"type\": \"ByteLevel\"", "\"type\": \"Whitespace\"")).find(": pre_tokenizer: type 'Whitespace'"),
             std::string::npos);
+  const std::string wrong_type = variant("wrongtype", "\"!\": 0,", "\"!\": \"zero\",");
+  EXPECT_EQ(error_of(wrong_type).rfind(wrong_type + ": ", 0), 0u) << error_of(wrong_type);  // a JSON value of the wrong type
   const std::string cut = (fs::temp_directory_path() / "deltashard_tok_cut.json").string();
   std::ofstream(cut) << read_text(kHead).substr(0, 2000);
   EXPECT_NE(error_of(cut).find(cut + ": not valid JSON"), std::string::npos);
