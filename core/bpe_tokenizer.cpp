@@ -111,7 +111,9 @@ size_t contraction(const std::vector<Char>& c, size_t i, bool any_case) {
   auto lower = [&](size_t k) -> uint32_t {
     if (k >= c.size()) return 0;
     const uint32_t cp = c[k].cp;
-    return any_case && cp >= 'A' && cp <= 'Z' ? cp + 32 : cp;
+    if (!any_case) return cp;
+    if (cp == 0x17F) return 's';  // LATIN SMALL LETTER LONG S case-folds to s in regex engines
+    return cp >= 'A' && cp <= 'Z' ? cp + 32 : cp;
   };
   for (const char* suffix : {"s", "t", "re", "ve", "m", "ll", "d"}) {
     size_t k = 0;

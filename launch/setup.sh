@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 packages=(build-essential cmake ninja-build ccache pkg-config
   libtorch-dev libopenblas0-openmp libopenmpi-dev openmpi-bin
   libyaml-cpp-dev libboost-program-options-dev libgtest-dev
-  fortunes gnuplot-nox jq)
+  fortunes gnuplot-nox jq python3)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
