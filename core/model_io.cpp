@@ -83,20 +83,13 @@ std::map<std::string, torch::Tensor> read_model_tensors(const std::string& dir, 
   return cfg.layout == "deltashard" ? raw : from_hf(raw, cfg, source);
 }
 
-void copy_tokenizer_files(const std::string& from, const std::string& to) {
-  if (from.empty() || from == to) return;
-  for (const char* name : {"tokenizer.json", "vocab.json", "merges.txt", "tokenizer_config.json",
-                           "special_tokens_map.json"}) {
-    std::ifstream in(from + "/" + name, std::ios::binary);
-    if (!in) continue;
-    std::ostringstream bytes;
-    bytes << in.rdbuf();
-    write_file_atomic(to + "/" + name, bytes.str());
-  }
+std::string tokenizer_in(const std::string& dir) {
+  const std::string path = dir + "/tokenizer.json";
+  return !dir.empty() && is_regular_file(path) ? path : "";
 }
 
 void save_model_dir(const std::string& dir, const ModelConfig& cfg, const NamedTensors& tensors,
-                    int64_t shard_bytes) {
+                    int64_t shard_bytes, const std::string& tokenizer_from) {
   ::mkdir(dir.c_str(), 0755);
   Json c;
   NamedTensors out = tensors;
@@ -153,6 +146,13 @@ void save_model_dir(const std::string& dir, const ModelConfig& cfg, const NamedT
     index["metadata"] = meta;
     index["weight_map"] = map;
     write_file_atomic(dir + "/model.safetensors.index.json", index.dump(2) + "\n");
+  }
+  if (!tokenizer_from.empty() && tokenizer_from != dir) {
+    for (const char* name : {"tokenizer.json", "vocab.json", "merges.txt", "tokenizer_config.json",
+                             "special_tokens_map.json"}) {
+      const std::string from = tokenizer_from + "/" + name;
+      if (is_regular_file(from)) write_file_atomic(dir + "/" + name, read_file(from));
+    }
   }
   write_file_atomic(dir + "/config.json", c.dump(2) + "\n");
 }

@@ -17,12 +17,14 @@ namespace ds {
 ModelConfig read_model_config(const std::string& dir);
 // Writes config.json and the weights in cfg.layout; `tensors` are full (unsharded) base weights
 // with DeltaShard names. Above `shard_bytes` (> 0) the weights are split into HF-style shards.
+// The tokenizer files of the model directory `tokenizer_from` (tokenizer.json, vocab.json,
+// merges.txt, tokenizer_config.json, special_tokens_map.json), where present, are copied along, so
+// a converted, merged or selected model keeps its tokenizer. config.json is written last: a
+// directory that has one is complete.
 void save_model_dir(const std::string& dir, const ModelConfig& cfg, const NamedTensors& tensors,
-                    int64_t shard_bytes = 0);
-// Copies the tokenizer files a Hugging Face directory carries (tokenizer.json, vocab.json,
-// merges.txt, tokenizer_config.json, special_tokens_map.json) from `from` to `to`, where present,
-// so that a converted, merged or selected model keeps its tokenizer. `from` may be empty.
-void copy_tokenizer_files(const std::string& from, const std::string& to);
+                    int64_t shard_bytes = 0, const std::string& tokenizer_from = "");
+// The model directory's tokenizer.json, or "" when it has none.
+std::string tokenizer_in(const std::string& dir);
 // Every weight of a model directory, with DeltaShard names (HF layouts converted).
 std::map<std::string, torch::Tensor> read_model_tensors(const std::string& dir, const ModelConfig& cfg);
 

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <set>
 
 #include "core/hf_layout.h"
@@ -151,12 +152,13 @@ PeftImport import_peft(const ModelConfig& m, const YAML::Node& c, const std::map
   }
   std::map<std::string, std::pair<torch::Tensor, torch::Tensor>> found;
   for (const auto& [key, t] : tensors) {
-    const bool is_a = key.size() > 14 && key.compare(key.size() - 14, 14, ".lora_A.weight") == 0;
-    const bool is_b = key.size() > 14 && key.compare(key.size() - 14, 14, ".lora_B.weight") == 0;
+    const size_t prefix = std::strlen(kPrefix), suffix = std::strlen(".lora_A.weight");
+    auto ends_with = [&](const char* s) { return key.size() > suffix && key.compare(key.size() - suffix, suffix, s) == 0; };
+    const bool is_a = ends_with(".lora_A.weight"), is_b = ends_with(".lora_B.weight");
     if (key.rfind(kPrefix, 0) != 0 || (!is_a && !is_b)) {
       throw FileError(weights_file + ": tensor '" + key + "' is not a LoRA factor (base_model.model.<module>.lora_A/B.weight)");
     }
-    const std::string module = key.substr(17, key.size() - 17 - 14);
+    const std::string module = key.substr(prefix, key.size() - prefix - suffix);
     if (!modules.count(module)) throw FileError(weights_file + ": tensor '" + key + "': no layer '" + module + "' in this model");
     (is_a ? found[module].first : found[module].second) = t.to(torch::kFloat);
   }

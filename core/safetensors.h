@@ -35,5 +35,8 @@ void write_safetensors(const std::string& path, const NamedTensors& tensors,
 
 // Writes `bytes` to `path` atomically: a crash leaves either the old file or the new one.
 void write_file_atomic(const std::string& path, const std::string& bytes);
+// A whole file's bytes; FileError naming it when it cannot be read.
+std::string read_file(const std::string& path);
+bool is_regular_file(const std::string& path);
 
 }  // namespace ds

@@ -64,28 +64,28 @@ TokenDataset TokenDataset::load(const DataConfig& cfg, const BpeTokenizer* token
   if (cfg.paths.empty()) throw ConfigError("data.path: is required");
   TokenDataset d;
   d.files_ = expand_paths(cfg.paths);
-  std::vector<int64_t> train, val;
-  auto append = [&](std::vector<int64_t>& to, const std::string& text) {
-    if (tokenizer) {
-      const std::vector<int64_t> ids = bpe_encode(*tokenizer, text);
-      to.insert(to.end(), ids.begin(), ids.end());
-    } else {
-      for (unsigned char c : text) to.push_back(c);
-    }
-  };
+  // Bytes stay one byte each until the end; BPE ids need int64 as they come.
+  std::string train_text, val_text;
+  std::vector<int64_t> train_ids, val_ids;
   for (const auto& f : d.files_) {
-    std::ifstream in(f, std::ios::binary);
-    if (!in) throw FileError(f + ": cannot read");
-    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const std::string text = read_file(f);
     const size_t cut = text.size() - static_cast<size_t>(static_cast<double>(text.size()) * cfg.val_fraction);
-    append(train, text.substr(0, cut));
-    append(val, text.substr(cut));
+    if (!tokenizer) {
+      train_text.append(text, 0, cut);
+      val_text.append(text, cut, std::string::npos);
+      continue;
+    }
+    for (auto [ids, part] : {std::pair{&train_ids, text.substr(0, cut)}, std::pair{&val_ids, text.substr(cut)}}) {
+      const std::vector<int64_t> enc = bpe_encode(*tokenizer, part);
+      ids->insert(ids->end(), enc.begin(), enc.end());
+    }
   }
-  auto to_tensor = [](const std::vector<int64_t>& v) {
-    return torch::tensor(torch::ArrayRef<int64_t>(v), torch::kLong);
+  auto bytes = [](const std::string& s) {
+    return torch::from_blob(const_cast<char*>(s.data()), {static_cast<int64_t>(s.size())}, torch::kUInt8).to(torch::kLong);
   };
-  d.train_ = to_tensor(train);
-  d.val_ = to_tensor(val);
+  auto ids = [](const std::vector<int64_t>& v) { return torch::tensor(torch::ArrayRef<int64_t>(v), torch::kLong); };
+  d.train_ = tokenizer ? ids(train_ids) : bytes(train_text);
+  d.val_ = tokenizer ? ids(val_ids) : bytes(val_text);
   return d;
 }
 

@@ -2,8 +2,6 @@
 // optionally with a checkpoint's trainable parameters (LoRA factors, adapters) applied, using
 // the KV cache of core/generate.h. Prompts are text, encoded by the model directory's
 // tokenizer.json (byte-level BPE) or, for 256-token vocabularies without one, as bytes; or token ids.
-#include <sys/stat.h>
-
 #include <cstdio>
 #include <optional>
 
@@ -17,13 +15,6 @@
 #include "trainer/session.h"
 
 namespace ds {
-
-namespace {
-bool file_exists(const std::string& path) {
-  struct stat st;
-  return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
-}
-}  // namespace
 
 int cmd_generate(int argc, char** argv) {
   CommonArgs args;
@@ -72,7 +63,7 @@ int cmd_generate(int argc, char** argv) {
   TrainSession s(cfg, grid, "", false);
   if (!checkpoint.empty()) s.load_trainable(checkpoint);
   const ModelConfig& mc = s.model()->cfg;
-  if (tokenizer_path.empty() && file_exists(model_dir + "/tokenizer.json")) tokenizer_path = model_dir + "/tokenizer.json";
+  if (tokenizer_path.empty()) tokenizer_path = tokenizer_in(model_dir);
   std::optional<BpeTokenizer> tok;
   if (!tokenizer_path.empty()) {
     tok = read_bpe_tokenizer(tokenizer_path);

@@ -92,8 +92,7 @@ int cmd_convert(int argc, char** argv) {
   const auto tensors = read_model_tensors(model, c);
   c.layout = layout;
   if (world_rank() == 0) {
-    save_model_dir(out, c, NamedTensors(tensors.begin(), tensors.end()), shard_mb << 20);
-    copy_tokenizer_files(model, out);
+    save_model_dir(out, c, NamedTensors(tensors.begin(), tensors.end()), shard_mb << 20, model);
   }
   print0("convert: %s -> %s (%s layout)\n", model.c_str(), out.c_str(), layout.c_str());
   return 0;

@@ -78,7 +78,12 @@ int cmd_import_peft(int argc, char** argv) {
     throw FileError(cfg_path + ": not valid JSON: " + e.msg);
   }
   const SafetensorsFile st = read_safetensors(adapter + "/adapter_model.safetensors");
-  const PeftImport imp = import_peft(mc, acfg, st.tensors, st.metadata, adapter);
+  PeftImport imp;
+  try {
+    imp = import_peft(mc, acfg, st.tensors, st.metadata, adapter);
+  } catch (const YAML::Exception& e) {  // a value of the wrong JSON type
+    throw FileError(cfg_path + ": " + e.what());
+  }
   cfg.peft.method = "lora";
   cfg.peft.r = imp.peft.r;
   cfg.peft.alpha = imp.peft.alpha;

@@ -98,11 +98,8 @@ int cmd_select(int argc, char** argv) {
   std::vector<std::pair<std::string, std::vector<int64_t>>> shapes;
   for (const auto& [name, t] : base_tensors(shape_model)) shapes.emplace_back(name, t.sizes().vec());
   const NamedTensors selected = select_weights(tcfg, teacher, scfg, shapes, opt, teacher_dir);
-  if (world_rank() == 0) {
-    save_model_dir(out, scfg, selected);
-    // The tokenizer still fits when the vocabulary was not cut.
-    if (scfg.vocab_size == tcfg.vocab_size) copy_tokenizer_files(teacher_dir, out);
-  }
+  // The teacher's tokenizer still fits when the vocabulary was not cut.
+  if (world_rank() == 0) save_model_dir(out, scfg, selected, 0, scfg.vocab_size == tcfg.vocab_size ? teacher_dir : "");
 
   int64_t params = 0;
   for (const auto& [n, t] : selected) params += t.numel();

@@ -1,8 +1,5 @@
 // deltashard tokenize: a tokenizer.json applied to text (ids out) or to ids (text out), to check
 // prompts and to compare the BPE against a reference (launch/check_tokenizer.sh).
-#include <fstream>
-#include <sstream>
-
 #include "core/bpe_tokenizer.h"
 #include "core/safetensors.h"
 #include "dist/mpi_env.h"
@@ -25,13 +22,7 @@ int cmd_tokenize(int argc, char** argv) {
   if (!parse_args(argc, argv, desc, args, false, usage)) return 0;
   if (tokenizer.empty() == pieces.empty()) throw UsageError("give one of --tokenizer or --pieces (usage: " + usage + ")");
   if (!text.empty() + !file.empty() + !decode.empty() != 1) throw UsageError("give one of --text, --file or --decode");
-  if (!file.empty()) {
-    std::ifstream in(file, std::ios::binary);
-    if (!in) throw FileError(file + ": cannot open");
-    std::stringstream ss;
-    ss << in.rdbuf();
-    text = ss.str();
-  }
+  if (!file.empty()) text = read_file(file);
   if (!pieces.empty()) {
     if (pieces != "gpt2" && pieces != "llama3") throw UsageError("--pieces: '" + pieces + "' is not gpt2 or llama3");
     if (!decode.empty()) throw UsageError("--pieces splits text; --decode needs --tokenizer");

@@ -1,7 +1,6 @@
 #include "trainer/session.h"
 
 #include <chrono>
-#include <fstream>
 #include <set>
 #include <cmath>
 #include <thread>
@@ -77,8 +76,8 @@ void TrainSession::load_data() {
   const int64_t vocab = model_->cfg.vocab_size;
   std::string path = d.tokenizer;
   if (path == "auto") {
-    const std::string in_model = cfg_.model.path + "/tokenizer.json";
-    path = !cfg_.model.path.empty() && std::ifstream(in_model).good() ? in_model : "bytes";
+    path = tokenizer_in(cfg_.model.path);
+    if (path.empty()) path = "bytes";
   }
   if (path == "bytes") {
     if (vocab < kByteVocab) {
@@ -210,10 +209,7 @@ void TrainSession::save_checkpoint(const std::string& dir) {
     // A fully fine-tuned checkpoint is also a model directory that model.path can load.
     base = gather_tp(base_tensors(model_), shards, *grid_.tp_group, "checkpoint.gather_base");
     const ModelConfig mc = cfg_.model;
-    f.extra = [base, mc](const std::string& d) {
-      save_model_dir(d, mc, base);
-      copy_tokenizer_files(mc.path, d);
-    };
+    f.extra = [base, mc](const std::string& d) { save_model_dir(d, mc, base, 0, mc.path); };
   }
   if (grid_.world_rank == 0) write_checkpoint(dir, f);
   grid_.world->barrier("checkpoint.done");
@@ -265,10 +261,7 @@ void TrainSession::save_merged_model(const std::string& dir) {
   if (cfg_.peft.method == "lora") merge_lora(true);
   const NamedTensors full = gather_tp(base_tensors(model_), collect_param_shards(*model_), *grid_.tp_group,
                                       "merge.gather_base");
-  if (grid_.world_rank == 0) {
-    save_model_dir(dir, cfg_.model, full);
-    copy_tokenizer_files(cfg_.model.path, dir);
-  }
+  if (grid_.world_rank == 0) save_model_dir(dir, cfg_.model, full, 0, cfg_.model.path);
   grid_.world->barrier("merge.done");
   if (cfg_.peft.method == "lora") merge_lora(false);
 }
