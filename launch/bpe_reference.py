@@ -3,7 +3,9 @@
 first) on ASCII text, printing one id per line: an independent reference for `deltashard
 tokenize`. Python's `re` has no \\p{L}, so the text must be ASCII, where [A-Za-z] and [0-9] are
 exactly \\p{L} and \\p{N}.
-usage: bpe_reference.py TOKENIZER_JSON TEXT_FILE"""
+With --vocabulary instead of a text file, writes every id's bytes in id order (added tokens as
+their text) to stdout: the reference for decoding.
+usage: bpe_reference.py TOKENIZER_JSON (TEXT_FILE | --vocabulary)"""
 import json
 import re
 import sys
@@ -43,6 +45,19 @@ def bpe(word):
         w = out
     return w
 
+
+if sys.argv[2] == "--vocabulary":
+    char_byte = {c: b for b, c in byte_char.items()}
+    added = {a["id"]: a["content"] for a in tok.get("added_tokens", [])}
+    token = {i: t for t, i in vocab.items()}
+    out = bytearray()
+    for i in range(max(list(token) + list(added)) + 1):
+        if i in added:
+            out += added[i].encode()
+        elif i in token:
+            out += bytes(char_byte[c] for c in token[i])
+    sys.stdout.buffer.write(bytes(out))
+    sys.exit(0)
 
 text = open(sys.argv[2], encoding="ascii").read()
 for piece in pattern.findall(text):
