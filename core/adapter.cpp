@@ -13,7 +13,7 @@ AdapterImpl::AdapterImpl(const AdapterOptions& opts, const LinearFactory& factor
 
 torch::Tensor AdapterImpl::forward(const torch::Tensor& h) {
   torch::Tensor z = down->forward(fanout(h));
-  z = options.nonlinearity == "gelu" ? torch::gelu(z) : torch::relu(z);
+  z = options.nonlinearity == Nonlinearity::Gelu ? torch::gelu(z) : torch::relu(z);
   return h + up->forward(z);
 }
 

@@ -10,10 +10,13 @@
 
 namespace ds {
 
+enum class Nonlinearity { Relu, Gelu };
+DS_ENUM_NAMES(Nonlinearity, {Nonlinearity::Relu, "relu"}, {Nonlinearity::Gelu, "gelu"});
+
 struct AdapterOptions {
   int64_t d_model = 0;
   int64_t size = 0;  // bottleneck m
-  std::string nonlinearity = "relu";  // relu | gelu
+  Nonlinearity nonlinearity = Nonlinearity::Relu;
   double init_std = 1e-2;  // W_down ~ N(0, init_std²): near zero, as in Houlsby et al.
 };
 

@@ -23,11 +23,12 @@ std::vector<int64_t> generate(Transformer& model, const std::vector<int64_t>& pr
   torch::NoGradGuard no_grad;
   model->eval();
   auto gen = at::make_generator<at::CPUGeneratorImpl>(opt.seed);
-  KVCache cache;
-  torch::Tensor logits = model->forward(torch::tensor(prompt, torch::kLong).unsqueeze(0), &cache);
+  KVCache cache;  // in the compute type: the base's type for bf16, on the model's device
+  const auto ids = torch::TensorOptions().dtype(torch::kLong).device(model->wte->weight.device());
+  torch::Tensor logits = model->forward(torch::tensor(prompt, torch::kLong).to(ids.device()).unsqueeze(0), &cache);
   std::vector<int64_t> out;
   for (int64_t i = 0; i < opt.max_new_tokens; ++i) {
-    torch::Tensor last = logits.select(1, logits.size(1) - 1).squeeze(0).to(torch::kFloat);  // [V]
+    torch::Tensor last = logits.select(1, logits.size(1) - 1).squeeze(0).to(torch::kCPU, torch::kFloat);  // [V]
     int64_t next;
     if (opt.greedy) {
       next = last.argmax().item<int64_t>();
@@ -40,7 +41,7 @@ std::vector<int64_t> generate(Transformer& model, const std::vector<int64_t>& pr
       next = torch::multinomial(torch::softmax(last, 0), 1, false, gen).item<int64_t>();
     }
     out.push_back(next);
-    if (i + 1 < opt.max_new_tokens) logits = model->forward(torch::tensor({next}, torch::kLong).unsqueeze(0), &cache);
+    if (i + 1 < opt.max_new_tokens) logits = model->forward(torch::full({1, 1}, next, ids), &cache);
   }
   return out;
 }

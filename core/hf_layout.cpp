@@ -6,22 +6,6 @@ namespace ds {
 
 namespace {
 
-template <typename T>
-T get_or(const YAML::Node& j, const char* key, T fallback, const std::string& path) {
-  if (!j[key] || j[key].IsNull()) return fallback;
-  try {
-    return j[key].as<T>();
-  } catch (const YAML::Exception&) {
-    throw FileError(path + ": " + key + ": unexpected value");
-  }
-}
-
-template <typename T>
-T need(const YAML::Node& j, const char* key, const std::string& path) {
-  if (!j[key] || j[key].IsNull()) throw FileError(path + ": " + key + " is missing");
-  return get_or<T>(j, key, T{}, path);
-}
-
 const torch::Tensor& take(const std::map<std::string, torch::Tensor>& m, const std::string& name,
                           const std::string& source) {
   auto it = m.find(name);
@@ -48,85 +32,101 @@ const std::vector<std::pair<std::string, std::string>>& llama_layer_names() {
 
 }  // namespace
 
-ModelConfig config_from_hf(const YAML::Node& j, const std::string& path) {
-  const std::string type = need<std::string>(j, "model_type", path);
+ModelConfig config_from_hf(const Json& j, const std::string& path) {
+  const JsonFields f(j, path);
+  // What the model is comes first: another family's file is named as such, not as a missing key.
+  if (!f.has("model_type")) f.fail("model_type", "is missing (is this a model's config.json?)");
+  const std::string type = f.need_string("model_type");
   ModelConfig c;
-  c.layout = type;
-  c.vocab_size = need<int64_t>(j, "vocab_size", path);
+  std::map<std::string, std::string> names;  // our key -> the file's key
   if (type == "gpt2") {
-    c.d_model = need<int64_t>(j, "n_embd", path);
-    c.n_layer = need<int64_t>(j, "n_layer", path);
-    c.n_head = need<int64_t>(j, "n_head", path);
-    c.d_ff = get_or<int64_t>(j, "n_inner", 4 * c.d_model, path);
-    c.max_seq_len = need<int64_t>(j, "n_positions", path);
-    c.norm_eps = get_or<double>(j, "layer_norm_epsilon", 1e-5, path);
-    c.tie_embeddings = get_or<bool>(j, "tie_word_embeddings", true, path);
-    const std::string act = get_or<std::string>(j, "activation_function", "gelu_new", path);
+    c.layout = Layout::Gpt2;
+    names = {{"vocab_size", "vocab_size"}, {"d_model", "n_embd"},          {"n_layer", "n_layer"},
+             {"n_head", "n_head"},         {"max_seq_len", "n_positions"}, {"norm_eps", "layer_norm_epsilon"},
+             {"tie_embeddings", "tie_word_embeddings"}, {"init_std", "initializer_range"}, {"d_ff", "n_inner"}};
+    for (const char* k : {"vocab_size", "n_embd", "n_layer", "n_head", "n_positions"}) {
+      if (!f.has(k)) f.fail(k, "is missing");
+    }
+    const std::string act = f.string_or("activation_function", "gelu_new");
     if (act != "gelu_new" && act != "gelu_pytorch_tanh") {
-      throw FileError(path + ": activation_function '" + act + "' is not supported (gelu_new, gelu_pytorch_tanh)");
+      f.fail("activation_function", "'" + act + "' is not supported (gelu_new, gelu_pytorch_tanh)");
     }
   } else if (type == "llama") {
-    c.d_model = need<int64_t>(j, "hidden_size", path);
-    c.n_layer = need<int64_t>(j, "num_hidden_layers", path);
-    c.n_head = need<int64_t>(j, "num_attention_heads", path);
-    c.n_kv_head = get_or<int64_t>(j, "num_key_value_heads", c.n_head, path);
-    c.d_ff = need<int64_t>(j, "intermediate_size", path);
-    c.max_seq_len = get_or<int64_t>(j, "max_position_embeddings", 2048, path);
-    c.norm_eps = get_or<double>(j, "rms_norm_eps", 1e-6, path);
-    c.rope_theta = get_or<double>(j, "rope_theta", 10000.0, path);
-    c.tie_embeddings = get_or<bool>(j, "tie_word_embeddings", false, path);
-    c.norm = "rmsnorm";
-    c.activation = "swiglu";
-    c.positions = "rope";
+    c.layout = Layout::Llama;
+    c.norm = NormKind::RmsNorm;
+    c.activation = Activation::SwiGlu;
+    c.positions = Positions::Rope;
     c.bias = false;
-    const std::string act = get_or<std::string>(j, "hidden_act", "silu", path);
-    if (act != "silu") throw FileError(path + ": hidden_act '" + act + "' is not supported (silu)");
-    if (j["rope_scaling"] && !j["rope_scaling"].IsNull()) throw FileError(path + ": rope_scaling is not supported");
-    if (get_or<bool>(j, "attention_bias", false, path) || get_or<bool>(j, "mlp_bias", false, path)) {
-      throw FileError(path + ": attention_bias / mlp_bias are not supported");
+    c.tie_embeddings = false;
+    c.max_seq_len = 2048;
+    c.norm_eps = 1e-6;
+    names = {{"vocab_size", "vocab_size"},
+             {"d_model", "hidden_size"},
+             {"n_layer", "num_hidden_layers"},
+             {"n_head", "num_attention_heads"},
+             {"n_kv_head", "num_key_value_heads"},
+             {"d_ff", "intermediate_size"},
+             {"max_seq_len", "max_position_embeddings"},
+             {"norm_eps", "rms_norm_eps"},
+             {"rope_theta", "rope_theta"},
+             {"tie_embeddings", "tie_word_embeddings"},
+             {"init_std", "initializer_range"}};
+    for (const char* k : {"vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size"}) {
+      if (!f.has(k)) f.fail(k, "is missing");
     }
-    if (j["head_dim"] && !j["head_dim"].IsNull() && j["head_dim"].as<int64_t>() != c.d_model / c.n_head) {
-      throw FileError(path + ": head_dim other than hidden_size / num_attention_heads is not supported");
-    }
+    const std::string act = f.string_or("hidden_act", "silu");
+    if (act != "silu") f.fail("hidden_act", "'" + act + "' is not supported (silu)");
+    if (f.has("rope_scaling")) f.fail("rope_scaling", "is not supported");
+    if (f.bool_or("attention_bias", false)) f.fail("attention_bias", "is not supported");
+    if (f.bool_or("mlp_bias", false)) f.fail("mlp_bias", "is not supported");
   } else {
-    throw FileError(path + ": model_type '" + type + "' is not supported (deltashard-gpt, gpt2, llama)");
+    f.fail("model_type", "'" + type + "' is not supported (deltashard-gpt, gpt2, llama)");
   }
-  if (c.d_model % c.n_head != 0 || c.n_head % c.kv_heads() != 0) {
-    throw FileError(path + ": the head counts do not divide the width (" + std::to_string(c.d_model) + ", " +
-                    std::to_string(c.n_head) + " heads, " + std::to_string(c.kv_heads()) + " key/value heads)");
+  // Every value through the same table, ranges and messages as the YAML model section, before
+  // any arithmetic on them.
+  JsonFieldReader r(j, path, names);
+  describe_architecture(r, c);
+  if (c.layout == Layout::Gpt2 && !f.has("n_inner")) c.d_ff = 4 * c.d_model;
+  try {
+    validate_model_config(c, path);
+  } catch (const ConfigError& e) {
+    throw FileError(e.what());
+  }
+  if (c.n_kv_head == c.n_head) c.n_kv_head = 0;  // one spelling of "as many as n_head"
+  if (c.layout == Layout::Llama && f.has("head_dim") && f.need_int("head_dim") != c.d_model / c.n_head) {
+    f.fail("head_dim", "other than hidden_size / num_attention_heads is not supported");
   }
   return c;
 }
 
-void check_layout(const ModelConfig& c, const std::string& layout) {
+void check_layout(const ModelConfig& c, Layout layout) {
   auto need = [&](const char* key, const std::string& have, const std::string& want) {
     if (have != want) {
-      throw std::invalid_argument(std::string("model.") + key + " is " + have + "; the " + layout + " layout needs " + want);
+      throw ConfigError(std::string("model.") + key + " is " + have + "; the " + enum_name(layout) +
+                        " layout needs " + want);
     }
   };
-  if (layout == "deltashard") return;
-  if (layout == "gpt2") {
-    need("norm", c.norm, "layernorm");
-    need("activation", c.activation, "gelu");
-    need("positions", c.positions, "learned");
-    need("bias", c.bias ? "true" : "false", "true");
-    need("tie_embeddings", c.tie_embeddings ? "true" : "false", "true");
+  const auto text = field_texts(c);
+  if (layout == Layout::Gpt2) {
+    need("norm", text.at("norm"), "layernorm");
+    need("activation", text.at("activation"), "gelu");
+    need("positions", text.at("positions"), "learned");
+    need("bias", text.at("bias"), "true");
+    need("tie_embeddings", text.at("tie_embeddings"), "true");
     need("n_kv_head", std::to_string(c.kv_heads()), std::to_string(c.n_head));
-  } else if (layout == "llama") {
-    need("norm", c.norm, "rmsnorm");
-    need("activation", c.activation, "swiglu");
-    need("positions", c.positions, "rope");
-    need("bias", c.bias ? "true" : "false", "false");
-  } else {
-    throw std::invalid_argument("layout '" + layout + "' is not one of deltashard, gpt2, llama");
+  } else if (layout == Layout::Llama) {
+    need("norm", text.at("norm"), "rmsnorm");
+    need("activation", text.at("activation"), "swiglu");
+    need("positions", text.at("positions"), "rope");
+    need("bias", text.at("bias"), "false");
   }
 }
 
 Json hf_config_json(const ModelConfig& c) {
   Json j = Json::object();
-  if (c.layout == "gpt2") {
+  if (c.layout == Layout::Gpt2) {
     Json arch = Json::array();
-    arch.push("GPT2LMHeadModel");
+    arch.push_back("GPT2LMHeadModel");
     j["architectures"] = arch;
     j["model_type"] = "gpt2";
     j["vocab_size"] = c.vocab_size;
@@ -142,7 +142,7 @@ Json hf_config_json(const ModelConfig& c) {
     j["tie_word_embeddings"] = c.tie_embeddings;
   } else {
     Json arch = Json::array();
-    arch.push("LlamaForCausalLM");
+    arch.push_back("LlamaForCausalLM");
     j["architectures"] = arch;
     j["model_type"] = "llama";
     j["vocab_size"] = c.vocab_size;
@@ -167,7 +167,7 @@ Json hf_config_json(const ModelConfig& c) {
 std::map<std::string, torch::Tensor> from_hf(const std::map<std::string, torch::Tensor>& in, const ModelConfig& c,
                                              const std::string& source) {
   std::map<std::string, torch::Tensor> out;
-  if (c.layout == "gpt2") {
+  if (c.layout == Layout::Gpt2) {
     const auto hf = strip_gpt2_prefix(in);
     auto t = [&](const std::string& n) { return take(hf, n, source); };
     out["wte.weight"] = t("wte.weight");
@@ -189,14 +189,14 @@ std::map<std::string, torch::Tensor> from_hf(const std::map<std::string, torch::
       }
       const char* qkv[] = {"q", "k", "v"};
       for (int k = 0; k < 3; ++k) {
-        out[b + "attn." + qkv[k] + ".weight"] = qkv_w.narrow(1, k * d, d).t().contiguous();
-        out[b + "attn." + qkv[k] + ".bias"] = qkv_b.narrow(0, k * d, d).contiguous();
+        out[b + "attn." + qkv[k] + ".weight"] = qkv_w.narrow(1, k * d, d).t();
+        out[b + "attn." + qkv[k] + ".bias"] = qkv_b.narrow(0, k * d, d);
       }
-      out[b + "attn.o.weight"] = t(h + "attn.c_proj.weight").t().contiguous();
+      out[b + "attn.o.weight"] = t(h + "attn.c_proj.weight").t();
       out[b + "attn.o.bias"] = t(h + "attn.c_proj.bias");
-      out[b + "mlp.up.weight"] = t(h + "mlp.c_fc.weight").t().contiguous();
+      out[b + "mlp.up.weight"] = t(h + "mlp.c_fc.weight").t();
       out[b + "mlp.up.bias"] = t(h + "mlp.c_fc.bias");
-      out[b + "mlp.down.weight"] = t(h + "mlp.c_proj.weight").t().contiguous();
+      out[b + "mlp.down.weight"] = t(h + "mlp.c_proj.weight").t();
       out[b + "mlp.down.bias"] = t(h + "mlp.c_proj.bias");
     }
     if (!c.tie_embeddings) out["lm_head.weight"] = take(in, "lm_head.weight", source);
@@ -217,7 +217,7 @@ NamedTensors to_hf(const NamedTensors& ours, const ModelConfig& c) {
   std::map<std::string, torch::Tensor> m(ours.begin(), ours.end());
   auto t = [&](const std::string& n) { return take(m, n, "model"); };
   NamedTensors out;
-  if (c.layout == "gpt2") {
+  if (c.layout == Layout::Gpt2) {
     const std::string p = "transformer.";
     out.emplace_back(p + "wte.weight", t("wte.weight"));
     out.emplace_back(p + "wpe.weight", t("wpe.weight"));
@@ -260,13 +260,13 @@ std::string hf_module_name(const std::string& ours, const ModelConfig& c) {
   std::smatch m;
   if (!std::regex_match(ours, m, re)) throw std::invalid_argument("not a layer name: " + ours);
   const std::string i = m[1], part = m[2], name = m[3];
-  if (c.layout == "gpt2") {
+  if (c.layout == Layout::Gpt2) {
     if (name == "q" || name == "k" || name == "v") return "transformer.h." + i + ".attn.c_attn";
     if (name == "o") return "transformer.h." + i + ".attn.c_proj";
     if (name == "up") return "transformer.h." + i + ".mlp.c_fc";
     return "transformer.h." + i + ".mlp.c_proj";
   }
-  if (c.layout == "llama") {
+  if (c.layout == Layout::Llama) {
     if (part == "attn") return "model.layers." + i + ".self_attn." + name + "_proj";
     return "model.layers." + i + ".mlp." + name + "_proj";
   }

@@ -6,12 +6,10 @@
 // Config translation both ways; tensors are renamed, split/fused and transposed, never rescaled.
 #pragma once
 
-#include <yaml-cpp/yaml.h>
-
 #include <map>
 #include <string>
 
-#include "core/json_writer.h"
+#include "core/json.h"
 #include "core/model_config.h"
 #include "core/safetensors.h"
 
@@ -19,11 +17,11 @@ namespace ds {
 
 // config.json of a gpt2 or llama model -> ModelConfig (layout set). FileError names the file and
 // key for anything DeltaShard cannot represent (rope_scaling, attention biases, other activations).
-ModelConfig config_from_hf(const YAML::Node& json, const std::string& path);
-// Throws std::invalid_argument, naming the key, when `cfg` cannot be written in `layout`
+ModelConfig config_from_hf(const Json& json, const std::string& path);
+// Throws ConfigError, naming the key, when `cfg` cannot be written in `layout`
 // (gpt2 needs layernorm, gelu, learned positions, biases, tied embeddings; llama needs rmsnorm,
 // swiglu, rope, no biases).
-void check_layout(const ModelConfig& cfg, const std::string& layout);
+void check_layout(const ModelConfig& cfg, Layout layout);
 // ModelConfig (layout gpt2 or llama) -> the config.json transformers reads.
 Json hf_config_json(const ModelConfig& cfg);
 

@@ -23,17 +23,30 @@ LinearImpl::LinearImpl(LinearOptions options) : options_(std::move(options)) {
 
   // Initialise the full weight and keep this rank's slice, so that every TP size draws the same
   // numbers from the same seed and sharded runs can be compared with unsharded ones.
-  torch::Tensor full = torch::empty({s.out, s.in});
-  if (s.init_std > 0) {
-    full.normal_(0.0, s.init_std);
+  const int64_t wdim = sh.split == Split::Rows ? 0 : 1;
+  weight = register_parameter(
+      "weight", make_param({s.out, s.in}, s.init_std, options_.params, [&](const torch::Tensor& t) { return local_slice(t, wdim); }));
+  if (s.bias) {
+    bias = register_parameter("bias", make_param({s.out}, 0.0, options_.params, [&](const torch::Tensor& t) {
+                                return sh.split == Split::Rows ? local_slice(t, 0) : t;
+                              }));
+  }
+}
+
+torch::Tensor make_param(const std::vector<int64_t>& shape, double std, const ParamOptions& p,
+                         const std::function<torch::Tensor(const torch::Tensor&)>& slice) {
+  torch::NoGradGuard no_grad;
+  if (!p.random_init) {
+    const torch::Tensor probe = torch::empty(shape, torch::TensorOptions().device(torch::kMeta));
+    return torch::empty((slice ? slice(probe) : probe).sizes(), p.options);
+  }
+  torch::Tensor full = torch::empty(shape, p.options.dtype(torch::kFloat));
+  if (std > 0) {
+    full.normal_(0.0, std);
   } else {
     full.zero_();
   }
-  weight = register_parameter("weight", local_slice(full, sh.split == Split::Rows ? 0 : 1).clone());
-  if (s.bias) {
-    torch::Tensor b = torch::zeros({s.out});
-    bias = register_parameter("bias", sh.split == Split::Rows ? local_slice(b, 0).clone() : b);
-  }
+  return (slice ? slice(full) : full).to(p.options.dtype().toScalarType()).clone();
 }
 
 torch::Tensor LinearImpl::local_slice(const torch::Tensor& full, int64_t dim) const {
@@ -50,15 +63,16 @@ void LinearImpl::add_lora(const LoraOptions& lora) {
   const auto& s = options_.spec;
   const Split split = options_.shard.split;
   torch::NoGradGuard no_grad;
-  torch::Tensor A = torch::empty({lora.r, s.in});
-  if (lora.init == "gaussian") {
+  const auto f32 = torch::TensorOptions().dtype(torch::kFloat).device(weight.device());
+  torch::Tensor A = torch::empty({lora.r, s.in}, f32);
+  if (lora.init == LoraInit::Gaussian) {
     A.normal_(0.0, 1.0 / static_cast<double>(lora.r));
   } else {
     // kaiming_uniform(a=sqrt(5)) as nn.Linear and PEFT use: bound = 1/sqrt(fan_in).
     const double bound = 1.0 / std::sqrt(static_cast<double>(s.in));
     A.uniform_(-bound, bound);
   }
-  torch::Tensor B = torch::zeros({s.out, lora.r});
+  torch::Tensor B = torch::zeros({s.out, lora.r}, f32);
   lora_A = register_parameter("lora_A", split == Split::Cols ? local_slice(A, 1).clone() : A);
   lora_B = register_parameter("lora_B", split == Split::Rows ? local_slice(B, 0).clone() : B);
   scale_ = lora.use_rslora ? lora.alpha / std::sqrt(static_cast<double>(lora.r))
@@ -70,7 +84,9 @@ void LinearImpl::add_lora(const LoraOptions& lora) {
 
 torch::Tensor LinearImpl::forward(const torch::Tensor& x) {
   const bool row_parallel = options_.shard.split == Split::Cols;
-  torch::Tensor y = torch::nn::functional::linear(x, weight, row_parallel ? torch::Tensor() : bias);
+  const auto t = x.scalar_type();
+  const torch::Tensor b = row_parallel || !bias.defined() ? torch::Tensor() : bias.to(t);
+  torch::Tensor y = torch::nn::functional::linear(x, weight.to(t), b);
   if (has_lora() && !merged_) {
     torch::Tensor xa = drop_ ? drop_->forward(x) : x;
     // (x·Aᵀ)·Bᵀ costs r·(in+out) per token instead of materialising B·A.
@@ -78,7 +94,7 @@ torch::Tensor LinearImpl::forward(const torch::Tensor& x) {
     y = y + scale_ * torch::nn::functional::linear(xa, lora_B.to(x.dtype()));
   }
   if (options_.reduce_partial) y = options_.reduce_partial(y);
-  if (row_parallel && bias.defined()) y = y + bias;
+  if (row_parallel && bias.defined()) y = y + bias.to(t);
   return y;
 }
 
@@ -117,11 +133,13 @@ std::map<std::string, ParamShard> LinearImpl::param_shards() const {
   return out;
 }
 
-LinearFactory dense_factory() {
+LinearFactory dense_factory(const ParamOptions& params) {
   LinearFactory f;
-  f.linear = [](const LinearSpec& spec) {
+  f.params = params;
+  f.linear = [params](const LinearSpec& spec) {
     LinearOptions o;
     o.spec = spec;
+    o.params = params;
     return Linear(o);
   };
   f.fanout = [](const std::string&) -> TensorMap { return [](const torch::Tensor& x) { return x; }; };

@@ -9,7 +9,13 @@
 #include <map>
 #include <string>
 
+#include "core/config_fields.h"
+
 namespace ds {
+
+// LoRA's A at the start: kaiming (uniform, PEFT's default) | gaussian (N(0, 1/r²)); B is zero.
+enum class LoraInit { Kaiming, Gaussian };
+DS_ENUM_NAMES(LoraInit, {LoraInit::Kaiming, "kaiming"}, {LoraInit::Gaussian, "gaussian"});
 
 // How a layer's full weight W [out, in] is split over tensor-parallel ranks.
 //   Rows: column-parallel (Megatron): each rank holds out/size rows, input replicated, output sharded.
@@ -34,9 +40,25 @@ struct LinearSpec {
   double init_std = 0.02;     // 0 gives an all-zero weight
 };
 
+// How the model's parameters are made: the frozen base's type and device, whether to draw random
+// initial values (not when the weights are loaded next: nothing is initialised twice), and the type
+// activations are computed in. Trainable parameters become float32 when PEFT marks them.
+struct ParamOptions {
+  torch::TensorOptions options = torch::TensorOptions().dtype(torch::kFloat);
+  bool random_init = true;
+  torch::ScalarType compute = torch::kFloat;
+};
+
+// A parameter of `shape` drawn whole from N(0, std²) in float32 on `p`'s device (so every TP size
+// and storage type sees the same numbers), sliced by `slice`, stored in `p`'s type; with
+// random_init off, uninitialised storage of the sliced shape.
+torch::Tensor make_param(const std::vector<int64_t>& shape, double std, const ParamOptions& p,
+                         const std::function<torch::Tensor(const torch::Tensor&)>& slice = {});
+
 struct LinearOptions {
   LinearSpec spec;
   ShardSpec shard;
+  ParamOptions params;
   // Row-parallel layers sum their partial outputs here (an all-reduce); empty when unsharded.
   TensorMap reduce_partial;
 };
@@ -46,7 +68,7 @@ struct LoraOptions {
   double alpha = 16;
   double dropout = 0.0;
   bool use_rslora = false;     // scale alpha/sqrt(r) instead of alpha/r
-  std::string init = "kaiming";  // kaiming (uniform, PEFT's default) | gaussian
+  LoraInit init = LoraInit::Kaiming;
 };
 
 // Where one parameter sits in its full tensor: split along `dim` into `size` pieces (dim < 0:
@@ -63,7 +85,8 @@ struct ParamShard {
 // lora_A [r, in_l], lora_B [out_l, r]; with Rows, A is whole and B split by rows like W;
 // with Cols, A is split by columns like W and B is whole.
 // Math: y = reduce(x·Wᵀ + s·(drop(x)·Aᵀ)·Bᵀ) + b, s = alpha/r; the row-parallel bias is added
-// once, after the reduction.
+// once, after the reduction. Computed in x's type: W (the base's type) and the float32 LoRA
+// factors are cast to it at use, so a bf16 base keeps float32 trainable parameters.
 struct LinearImpl : torch::nn::Module {
   explicit LinearImpl(LinearOptions options);
 
@@ -102,9 +125,10 @@ struct LinearFactory {
   // down projection): identity unsharded; identity forward / all-reduce backward when sharded.
   std::function<TensorMap(const std::string& name)> fanout;
   int64_t tp_size = 1;
+  ParamOptions params;  // for every parameter the model makes, not only the linear layers'
 };
 
-LinearFactory dense_factory();
+LinearFactory dense_factory(const ParamOptions& params = {});
 
 // This rank's slice of a full tensor, and the full shape of a local one.
 torch::Tensor local_shard(const torch::Tensor& full, const ParamShard& shard);

@@ -6,8 +6,9 @@
 #include <fstream>
 #include <sstream>
 
+#include "core/dir_layout.h"
 #include "core/hf_layout.h"
-#include "core/json_writer.h"
+#include "core/json.h"
 
 namespace ds {
 
@@ -17,27 +18,20 @@ bool is_delta_param(const std::string& name) {
 
 ModelConfig read_model_config(const std::string& dir) {
   const std::string path = dir + "/config.json";
-  std::ifstream in(path);
-  if (!in) throw FileError(path + ": cannot open (is '" + dir + "' a model directory?)");
-  YAML::Node root;
-  try {
-    root = YAML::Load(in);
-  } catch (const YAML::Exception& e) {
-    throw FileError(path + ": not valid JSON: " + e.what());
-  }
-  if (!root.IsMap()) throw FileError(path + ": not a JSON object");
-  const std::string type = root["model_type"] ? root["model_type"].as<std::string>() : "";
-  if (type != "deltashard-gpt") return config_from_hf(root, path);
-  // The same strict reader as the YAML model section, without the file-only keys.
-  YAML::Node m = YAML::Clone(root);
-  m.remove("model_type");
-  m.remove("architectures");
+  if (!is_regular_file(path)) throw FileError(path + ": cannot open (is '" + dir + "' a model directory?)");
+  const Json root = read_json_file(path);
+  if (JsonFields(root, path).string_or("model_type", "") != "deltashard-gpt") return config_from_hf(root, path);
+  // The same table, ranges and messages as the YAML model section.
   ModelConfig cfg;
+  JsonFieldReader r(root, path);
+  describe_architecture(r, cfg);
+  r.finish({"model_type", "architectures"});
   try {
-    parse_model_config(m, file_locator(path), cfg);
+    validate_model_config(cfg, path);
   } catch (const ConfigError& e) {
     throw FileError(e.what());
   }
+  if (cfg.n_kv_head == cfg.n_head) cfg.n_kv_head = 0;
   return cfg;
 }
 
@@ -46,23 +40,19 @@ namespace {
 // model.safetensors.index.json maps every tensor to. The files stay memory-mapped.
 std::map<std::string, torch::Tensor> read_weight_files(const std::string& dir, std::string& source) {
   const std::string single = dir + "/model.safetensors", index = dir + "/model.safetensors.index.json";
-  std::ifstream idx(index);
-  if (!idx) {
+  if (!is_regular_file(index)) {
     source = single;
     return read_safetensors(single).tensors;
   }
   source = index;
-  YAML::Node root;
-  try {
-    root = YAML::Load(idx);
-  } catch (const YAML::Exception& e) {
-    throw FileError(index + ": not valid JSON: " + e.what());
-  }
-  if (!root["weight_map"] || !root["weight_map"].IsMap()) throw FileError(index + ": weight_map is missing");
+  const Json root = read_json_file(index);
+  const Json& weight_map = JsonFields(root, index).at("weight_map");
+  if (!weight_map.is_object()) throw FileError(index + ": weight_map: expected an object");
   std::map<std::string, std::map<std::string, torch::Tensor>> files;
   std::map<std::string, torch::Tensor> out;
-  for (const auto& kv : root["weight_map"]) {
-    const std::string name = kv.first.Scalar(), file = kv.second.Scalar();
+  for (const auto& kv : weight_map.items()) {
+    if (!kv.value().is_string()) throw FileError(index + ": weight_map." + kv.key() + ": expected a file name");
+    const std::string name = kv.key(), file = kv.value().get<std::string>();
     if (file.empty() || file.find('/') != std::string::npos) {
       throw FileError(index + ": tensor '" + name + "' maps to an invalid file name '" + file + "'");
     }
@@ -80,7 +70,7 @@ std::map<std::string, torch::Tensor> read_weight_files(const std::string& dir, s
 std::map<std::string, torch::Tensor> read_model_tensors(const std::string& dir, const ModelConfig& cfg) {
   std::string source;
   std::map<std::string, torch::Tensor> raw = read_weight_files(dir, source);
-  return cfg.layout == "deltashard" ? raw : from_hf(raw, cfg, source);
+  return cfg.layout == Layout::DeltaShard ? raw : from_hf(raw, cfg, source);
 }
 
 std::string tokenizer_in(const std::string& dir) {
@@ -88,38 +78,25 @@ std::string tokenizer_in(const std::string& dir) {
   return !dir.empty() && is_regular_file(path) ? path : "";
 }
 
-void save_model_dir(const std::string& dir, const ModelConfig& cfg, const NamedTensors& tensors,
-                    int64_t shard_bytes, const std::string& tokenizer_from) {
-  ::mkdir(dir.c_str(), 0755);
+std::vector<std::string> write_model_files(const std::string& dir, const ModelConfig& cfg, const NamedTensors& tensors,
+                                           int64_t shard_bytes, const std::string& tokenizer_from) {
+  std::vector<std::string> written;
   Json c;
   NamedTensors out = tensors;
-  if (cfg.layout == "deltashard") {
+  if (cfg.layout == Layout::DeltaShard) {
     c = Json::object();
     c["model_type"] = "deltashard-gpt";
-    c["vocab_size"] = cfg.vocab_size;
-    c["n_layer"] = cfg.n_layer;
-    c["n_head"] = cfg.n_head;
-    c["n_kv_head"] = cfg.n_kv_head;  // 0: as many as n_head
-    c["d_model"] = cfg.d_model;
-    c["d_ff"] = cfg.d_ff;
-    c["max_seq_len"] = cfg.max_seq_len;
-    c["tie_embeddings"] = cfg.tie_embeddings;
-    c["norm"] = cfg.norm;
-    c["activation"] = cfg.activation;
-    c["positions"] = cfg.positions;
-    c["bias"] = cfg.bias;
-    c["rope_theta"] = cfg.rope_theta;
-    c["norm_eps"] = cfg.norm_eps;
-    c["init_std"] = cfg.init_std;
+    JsonFieldWriter w(c);
+    describe_architecture(w, const_cast<ModelConfig&>(cfg));
   } else {
     c = hf_config_json(cfg);
     out = to_hf(tensors, cfg);
   }
-  // Weights first, config last: a directory with a config.json is complete.
   int64_t total = 0;
   for (const auto& nt : out) total += nt.second.numel() * nt.second.element_size();
   if (shard_bytes <= 0 || total <= shard_bytes) {
     write_safetensors(dir + "/model.safetensors", out, {{"format", "pt"}});
+    written.push_back("model.safetensors");
   } else {
     // Hugging Face's sharded layout: model-0000i-of-0000N.safetensors and an index.
     std::vector<NamedTensors> shards(1);
@@ -138,6 +115,7 @@ void save_model_dir(const std::string& dir, const ModelConfig& cfg, const NamedT
       char name[64];
       std::snprintf(name, sizeof name, "model-%05zu-of-%05zu.safetensors", i + 1, shards.size());
       write_safetensors(dir + "/" + name, shards[i], {{"format", "pt"}});
+      written.push_back(name);
       for (const auto& nt : shards[i]) map[nt.first] = std::string(name);
     }
     Json index = Json::object();
@@ -145,16 +123,32 @@ void save_model_dir(const std::string& dir, const ModelConfig& cfg, const NamedT
     meta["total_size"] = total;
     index["metadata"] = meta;
     index["weight_map"] = map;
-    write_file_atomic(dir + "/model.safetensors.index.json", index.dump(2) + "\n");
+    write_file_atomic(dir + "/model.safetensors.index.json", json_pretty(index));
+    written.push_back("model.safetensors.index.json");
   }
   if (!tokenizer_from.empty() && tokenizer_from != dir) {
     for (const char* name : {"tokenizer.json", "vocab.json", "merges.txt", "tokenizer_config.json",
                              "special_tokens_map.json"}) {
       const std::string from = tokenizer_from + "/" + name;
-      if (is_regular_file(from)) write_file_atomic(dir + "/" + name, read_file(from));
+      if (is_regular_file(from)) {
+        write_file_atomic(dir + "/" + name, read_file(from));
+        written.push_back(name);
+      }
     }
   }
-  write_file_atomic(dir + "/config.json", c.dump(2) + "\n");
+  write_file_atomic(dir + "/config.json", json_pretty(c));
+  written.push_back("config.json");
+  return written;
+}
+
+void save_model_dir(const std::string& dir, const ModelConfig& cfg, const NamedTensors& tensors, int64_t shard_bytes,
+                    const std::string& tokenizer_from, const std::string& option) {
+  if (!tokenizer_from.empty() && absolute_path(tokenizer_from) == absolute_path(dir)) {
+    throw UsageError(option + " " + dir + ": is the model being read; write to another directory");
+  }
+  if (const auto old = claim_output_dir(dir, DirKind::Model, option)) clear_marked_dir(dir, *old);
+  const std::vector<std::string> files = write_model_files(dir, cfg, tensors, shard_bytes, tokenizer_from);
+  write_marker(dir, DirKind::Model, files);
 }
 
 NamedTensors base_tensors(Transformer& model) {
@@ -166,7 +160,8 @@ NamedTensors base_tensors(Transformer& model) {
 }
 
 void load_params(torch::nn::Module& module, const std::map<std::string, torch::Tensor>& full,
-                 const std::string& source, const std::function<bool(const std::string&)>& select) {
+                 const std::string& source, const std::function<bool(const std::string&)>& select,
+                 const LoadOptions& options) {
   const auto shards = collect_param_shards(module);
   torch::NoGradGuard no_grad;
   for (auto& item : module.named_parameters()) {
@@ -185,13 +180,21 @@ void load_params(torch::nn::Module& module, const std::map<std::string, torch::T
          << torch::IntArrayRef(want);
       throw FileError(os.str());
     }
+    if (!src.is_floating_point()) {
+      throw FileError(source + ": tensor '" + name + "' is stored as " + std::string(c10::toString(src.scalar_type())) +
+                      ", not a floating-point type");
+    }
     dst.copy_(local_shard(src, shard));
+    if (options.release_pages) release_mapped_pages(src);
+    if (options.check_finite && !torch::isfinite(dst).all().item<bool>()) {
+      throw FileError(source + ": tensor '" + name + "' holds NaN or Inf");
+    }
   }
 }
 
-void load_model_weights(const std::string& dir, Transformer& model) {
-  load_params(*model, read_model_tensors(dir, model->cfg), dir,
-              [](const std::string& n) { return !is_delta_param(n); });
+void load_model_weights(const std::string& dir, Transformer& model, const LoadOptions& options) {
+  load_params(*model, read_model_tensors(dir, model->cfg), dir, [](const std::string& n) { return !is_delta_param(n); },
+              options);
 }
 
 }  // namespace ds

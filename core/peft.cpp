@@ -7,22 +7,16 @@
 
 namespace ds {
 
+const std::vector<std::string>& lora_target_names() {
+  static const std::vector<std::string> names{"q", "k", "v", "o", "gate", "up", "down"};
+  return names;
+}
+
 void parse_peft_config(const YAML::Node& node, const Locator& where, PeftConfig& cfg) {
-  Fields f(node, "peft", where);
-  f.get_choice("method", cfg.method, {"lora", "adapter", "full", "none"});
-  f.get("r", cfg.r, 1, 1 << 20);
-  f.get("alpha", cfg.alpha, 0.0, 1e9);
-  f.get("dropout", cfg.dropout, 0.0, 0.999);
-  f.get_list("targets", cfg.targets, {"q", "k", "v", "o", "gate", "up", "down"});
-  f.get("use_rslora", cfg.use_rslora);
-  f.get_choice("lora_init", cfg.lora_init, {"kaiming", "gaussian"});
-  f.get("adapter_size", cfg.adapter_size, 0, int64_t{1} << 30);
-  f.get("adapter_reduction", cfg.adapter_reduction, 1, int64_t{1} << 30);
-  f.get_choice("adapter_placement", cfg.adapter_placement, {"houlsby", "pfeiffer"});
-  f.get_choice("adapter_nonlinearity", cfg.adapter_nonlinearity, {"relu", "gelu"});
-  f.get_choice("adapter_tp", cfg.adapter_tp, {"sharded", "replicated"});
-  if (cfg.method == "lora" && cfg.targets.empty()) f.fail("targets", "LoRA needs at least one target");
-  f.finish();
+  FieldReader r(node, "peft", where);
+  describe(r, cfg);
+  if (cfg.method == PeftMethod::Lora && cfg.targets.empty()) r.fail("targets", "LoRA needs at least one target");
+  r.finish();
 }
 
 int64_t adapter_bottleneck(const PeftConfig& cfg, int64_t d_model) {
@@ -52,8 +46,8 @@ std::vector<std::pair<std::string, Linear>> lora_layers(Transformer& model) {
 }
 
 ParamReport apply_peft(Transformer& model, const PeftConfig& cfg, const LinearFactory& adapter_factory) {
-  for (auto& p : model->parameters()) p.set_requires_grad(cfg.method == "full");
-  if (cfg.method == "lora") {
+  for (auto& p : model->parameters()) p.set_requires_grad(cfg.method == PeftMethod::Full);
+  if (cfg.method == PeftMethod::Lora) {
     LoraOptions lo{cfg.r, cfg.alpha, cfg.dropout, cfg.use_rslora, cfg.lora_init};
     for (auto& b : model->blocks) {
       const auto layers = target_layers(b);
@@ -66,13 +60,13 @@ ParamReport apply_peft(Transformer& model, const PeftConfig& cfg, const LinearFa
         layer->add_lora(lo);
       }
     }
-  } else if (cfg.method == "adapter") {
+  } else if (cfg.method == PeftMethod::Adapter) {
     AdapterOptions ao;
     ao.d_model = model->cfg.d_model;
     ao.size = adapter_bottleneck(cfg, model->cfg.d_model);
     ao.nonlinearity = cfg.adapter_nonlinearity;
     for (auto& b : model->blocks) {
-      if (cfg.adapter_placement == "houlsby") {
+      if (cfg.adapter_placement == AdapterPlacement::Houlsby) {
         b->attn_adapter = b->register_module("attn_adapter", Adapter(ao, adapter_factory, "attn_adapter"));
       }
       b->mlp_adapter = b->register_module("mlp_adapter", Adapter(ao, adapter_factory, "mlp_adapter"));
@@ -81,9 +75,9 @@ ParamReport apply_peft(Transformer& model, const PeftConfig& cfg, const LinearFa
   // What each method trains besides the frozen base.
   for (auto& item : model->named_parameters()) {
     const std::string& n = item.key();
-    bool train = cfg.method == "full";
-    if (cfg.method == "lora") train = n.find("lora_") != std::string::npos;
-    if (cfg.method == "adapter") {
+    bool train = cfg.method == PeftMethod::Full;
+    if (cfg.method == PeftMethod::Lora) train = n.find("lora_") != std::string::npos;
+    if (cfg.method == PeftMethod::Adapter) {
       // Houlsby et al. also train the layer norms and the head; a tied head is the embedding
       // table, which stays frozen.
       train = n.find("_adapter.") != std::string::npos || n.find(".ln") != std::string::npos ||
@@ -94,15 +88,13 @@ ParamReport apply_peft(Transformer& model, const PeftConfig& cfg, const LinearFa
   return count_params(model);
 }
 
-namespace {
-std::string module_kind(const std::string& param) {
-  if (param.find("lora_") != std::string::npos) return "lora";
-  if (param.find("_adapter.") != std::string::npos) return "adapter";
-  if (param.find("ln") != std::string::npos) return "norm";
-  if (param.rfind("wte.", 0) == 0 || param.rfind("wpe.", 0) == 0) return "embedding";
-  return "base";
+ModuleKind module_kind(const std::string& param) {
+  if (param.find("lora_") != std::string::npos) return ModuleKind::Lora;
+  if (param.find("_adapter.") != std::string::npos) return ModuleKind::Adapter;
+  if (param.find("ln") != std::string::npos) return ModuleKind::Norm;
+  if (param.rfind("wte.", 0) == 0 || param.rfind("wpe.", 0) == 0) return ModuleKind::Embedding;
+  return ModuleKind::Base;
 }
-}  // namespace
 
 ParamReport count_params(Transformer& model) {
   ParamReport r;
@@ -116,15 +108,15 @@ ParamReport count_params(Transformer& model) {
     if (it != shards.end() && it->second.dim >= 0) numel *= it->second.size;
     const bool trainable = p.requires_grad();
     r.total_params += numel;
-    const std::string kind = module_kind(n);
-    if (kind == "lora" || kind == "adapter") r.delta_params += numel;
+    const ModuleKind kind = module_kind(n);
+    if (kind == ModuleKind::Lora || kind == ModuleKind::Adapter) r.delta_params += numel;
     if (trainable) {
       r.trainable_params += numel;
       r.trainable_bytes += numel * static_cast<int64_t>(p.element_size());
     }
     // Group by owning module; LoRA factors are listed apart from the frozen weight they modify.
     std::string module = n.substr(0, n.rfind('.'));
-    if (kind == "lora") module += ".lora";
+    if (kind == ModuleKind::Lora) module += ".lora";
     auto pos = index.find(module);
     if (pos == index.end()) {
       pos = index.emplace(module, r.modules.size()).first;
@@ -147,10 +139,10 @@ Json ParamReport::to_json() const {
   for (const auto& m : modules) {
     Json e = Json::object();
     e["name"] = m.name;
-    e["kind"] = m.kind;
+    e["kind"] = enum_name(m.kind);
     e["params"] = m.params;
     e["trainable"] = m.trainable;
-    mods.push(e);
+    mods.push_back(e);
   }
   j["modules"] = mods;
   return j;

@@ -20,7 +20,7 @@ std::string layer_of(int64_t i, const std::string& t) {
 
 std::vector<std::string> model_targets(const ModelConfig& m) {
   std::vector<std::string> t{"q", "k", "v", "o"};
-  if (m.activation == "swiglu") t.push_back("gate");
+  if (m.activation == Activation::SwiGlu) t.push_back("gate");
   t.push_back("up");
   t.push_back("down");
   return t;
@@ -29,7 +29,7 @@ std::vector<std::string> model_targets(const ModelConfig& m) {
 // What PEFT's target_modules holds for one of our targets: a suffix of the module path.
 std::string target_suffix(const std::string& t, const ModelConfig& m) {
   const std::string full = hf_module_name(layer_of(0, t), m);
-  if (m.layout == "llama") return t + "_proj";
+  if (m.layout == Layout::Llama) return t + "_proj";
   const size_t second_last = full.rfind('.', full.rfind('.') - 1);
   return full.substr(second_last + 1);  // attn.c_attn, mlp.c_fc, attn.q, ...
 }
@@ -41,17 +41,20 @@ double lora_scale(double alpha, int64_t r, bool rslora) {
 }
 
 // PEFT matches a pattern key against a module path as the whole path or a dotted suffix.
-// An undefined node when no key matches.
-YAML::Node pattern_for(const YAML::Node& patterns, const std::string& module) {
-  if (!patterns || !patterns.IsMap()) return YAML::Node(YAML::NodeType::Undefined);
-  for (const auto& kv : patterns) {
-    const std::string k = kv.first.Scalar();
+// nullptr when no key matches; a FileError naming the pattern when its value is not a number.
+const Json* pattern_for(const JsonFields& c, const char* name, const std::string& module) {
+  if (!c.has(name)) return nullptr;
+  const Json& patterns = c.at(name);
+  if (!patterns.is_object()) c.fail(name, "expected an object of module patterns");
+  for (const auto& kv : patterns.items()) {
+    const std::string& k = kv.key();
     if (module == k || (module.size() > k.size() && module.compare(module.size() - k.size(), k.size(), k) == 0 &&
                         module[module.size() - k.size() - 1] == '.')) {
-      return kv.second;
+      if (!kv.value().is_number()) c.fail(std::string(name) + "." + k, "expected a number");
+      return &kv.value();
     }
   }
-  return YAML::Node(YAML::NodeType::Undefined);
+  return nullptr;
 }
 
 }  // namespace
@@ -63,7 +66,7 @@ PeftFiles export_peft(const ModelConfig& m, const PeftConfig& p, const std::map<
     if (it == lora.end()) throw FileError("checkpoint: missing LoRA tensor '" + n + "'");
     return it->second.to(torch::kFloat).contiguous();
   };
-  const bool fuse = m.layout == "gpt2";
+  const bool fuse = m.layout == Layout::Gpt2;
   std::vector<std::string> qkv;
   for (const char* t : {"q", "k", "v"}) {
     if (fuse && std::find(p.targets.begin(), p.targets.end(), t) != p.targets.end()) qkv.push_back(t);
@@ -94,7 +97,7 @@ PeftFiles export_peft(const ModelConfig& m, const PeftConfig& p, const std::map<
   std::set<std::string> seen;
   for (const auto& t : p.targets) {
     const std::string s = target_suffix(t, m);
-    if (seen.insert(s).second) targets.push(s);
+    if (seen.insert(s).second) targets.push_back(s);
   }
   Json rank_pattern = Json::object(), alpha_pattern = Json::object();
   if (qkv.size() > 1) {
@@ -128,22 +131,23 @@ PeftFiles export_peft(const ModelConfig& m, const PeftConfig& p, const std::map<
   return f;
 }
 
-PeftImport import_peft(const ModelConfig& m, const YAML::Node& c, const std::map<std::string, torch::Tensor>& tensors,
+PeftImport import_peft(const ModelConfig& m, const Json& config, const std::map<std::string, torch::Tensor>& tensors,
                        const std::map<std::string, std::string>& metadata, const std::string& source) {
   const std::string config_file = source + "/adapter_config.json";
   const std::string weights_file = source + "/adapter_model.safetensors";
-  auto str = [&](const char* k, const std::string& fallback) {
-    return c[k] && !c[k].IsNull() ? c[k].as<std::string>() : fallback;
-  };
-  if (str("peft_type", "") != "LORA") throw FileError(config_file + ": peft_type '" + str("peft_type", "") + "' is not LORA");
-  if (str("bias", "none") != "none") throw FileError(config_file + ": bias '" + str("bias", "") + "' is not supported (none)");
-  if (c["use_dora"] && c["use_dora"].as<bool>()) throw FileError(config_file + ": use_dora is not supported");
-  if (c["modules_to_save"] && c["modules_to_save"].IsSequence() && c["modules_to_save"].size() > 0) {
+  const JsonFields c(config, config_file);
+  const std::string type = c.string_or("peft_type", "");
+  if (type != "LORA") throw FileError(config_file + ": peft_type '" + type + "' is not LORA");
+  const std::string bias = c.string_or("bias", "none");
+  if (bias != "none") throw FileError(config_file + ": bias '" + bias + "' is not supported (none)");
+  if (c.bool_or("use_dora", false)) throw FileError(config_file + ": use_dora is not supported");
+  if (c.has("modules_to_save") && !(c.at("modules_to_save").is_array() && c.at("modules_to_save").empty())) {
     throw FileError(config_file + ": modules_to_save is not supported");
   }
-  if (!c["r"] || !c["lora_alpha"]) throw FileError(config_file + ": r and lora_alpha are required");
-  const double alpha = c["lora_alpha"].as<double>();
-  const bool rslora = c["use_rslora"] && c["use_rslora"].as<bool>();
+  if (!c.has("r") || !c.has("lora_alpha")) throw FileError(config_file + ": r and lora_alpha are required");
+  c.need_int("r");
+  const double alpha = c.need_number("lora_alpha");
+  const bool rslora = c.bool_or("use_rslora", false);
 
   // Module path -> our layers (GPT-2's c_attn -> q, k, v).
   std::map<std::string, std::vector<std::pair<int64_t, std::string>>> modules;
@@ -176,13 +180,13 @@ PeftImport import_peft(const ModelConfig& m, const YAML::Node& c, const std::map
     if (A.dim() != 2 || B.dim() != 2 || B.size(1) != R) {
       throw FileError(weights_file + ": module '" + module + "': lora_A [r, in] and lora_B [out, r] disagree on r");
     }
-    const YAML::Node rp = pattern_for(c["rank_pattern"], module);
-    if (rp.IsDefined() && rp.as<int64_t>() != R) {
-      throw FileError(weights_file + ": module '" + module + "': rank_pattern says " + rp.as<std::string>() +
+    const Json* rp = pattern_for(c, "rank_pattern", module);
+    if (rp && rp->get<double>() != static_cast<double>(R)) {
+      throw FileError(weights_file + ": module '" + module + "': rank_pattern says " + rp->dump() +
                       ", the tensors have rank " + std::to_string(R));
     }
-    const YAML::Node ap = pattern_for(c["alpha_pattern"], module);
-    const double scale = lora_scale(ap.IsDefined() ? ap.as<double>() : alpha, R, rslora);
+    const Json* ap = pattern_for(c, "alpha_pattern", module);
+    const double scale = lora_scale(ap ? ap->get<double>() : alpha, R, rslora);
     const auto& targets = modules.at(module);
     auto put = [&](int64_t i, const std::string& t, const torch::Tensor& a, const torch::Tensor& b, int64_t rank) {
       const std::string l = layer_of(i, t);
@@ -246,11 +250,11 @@ PeftImport import_peft(const ModelConfig& m, const YAML::Node& c, const std::map
     throw FileError(weights_file + ": LoRA covers " + std::to_string(per_layer.size()) + " of " +
                     std::to_string(m.n_layer) + " layers; layers_to_transform is not supported");
   }
-  out.peft.method = "lora";
+  out.peft.method = PeftMethod::Lora;
   out.peft.r = first.rank;
   out.peft.use_rslora = rslora;
   out.peft.alpha = rslora ? first.scale * std::sqrt(static_cast<double>(first.rank)) : first.scale * first.rank;
-  out.peft.dropout = c["lora_dropout"] && !c["lora_dropout"].IsNull() ? c["lora_dropout"].as<double>() : 0.0;
+  out.peft.dropout = c.number_or("lora_dropout", 0.0);
   out.peft.targets.clear();
   for (const auto& t : model_targets(m)) {
     if (per_layer.begin()->second.count(t)) out.peft.targets.push_back(t);

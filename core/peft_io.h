@@ -11,12 +11,10 @@
 // one A shared by q, k, v) becomes q, k, v LoRAs that share A and take B's row blocks, also exact.
 #pragma once
 
-#include <yaml-cpp/yaml.h>
-
 #include <map>
 #include <string>
 
-#include "core/json_writer.h"
+#include "core/json.h"
 #include "core/model_config.h"
 #include "core/peft.h"
 #include "core/safetensors.h"
@@ -41,7 +39,7 @@ struct PeftImport {
 // `source` is the adapter directory. FileError naming its adapter_config.json or
 // adapter_model.safetensors for anything DeltaShard cannot represent: another peft_type, bias
 // training, DoRA, modules_to_save, per-layer ranks or scales that differ, unknown modules.
-PeftImport import_peft(const ModelConfig& model, const YAML::Node& config,
+PeftImport import_peft(const ModelConfig& model, const Json& config,
                        const std::map<std::string, torch::Tensor>& tensors,
                        const std::map<std::string, std::string>& metadata, const std::string& source);
 

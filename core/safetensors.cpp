@@ -5,16 +5,16 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <yaml-cpp/yaml.h>
-
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
 #include <iterator>
+#include <map>
 #include <memory>
+#include <mutex>
 
-#include "core/json_writer.h"
+#include "core/json.h"
 
 namespace ds {
 
@@ -49,11 +49,21 @@ const DtypeInfo& dtype_by_type(torch::ScalarType t) {
   throw std::invalid_argument(std::string("safetensors: unsupported dtype ") + c10::toString(t));
 }
 
+// Live file mappings, so that release_mapped_pages touches nothing else.
+std::mutex g_maps_mu;
+std::map<uintptr_t, size_t> g_maps;  // start -> size
+
 struct Mapping {
   void* addr = nullptr;
   size_t size = 0;
   ~Mapping() {
-    if (addr && addr != MAP_FAILED) munmap(addr, size);
+    if (addr && addr != MAP_FAILED) {
+      {
+        std::lock_guard<std::mutex> lock(g_maps_mu);
+        g_maps.erase(reinterpret_cast<uintptr_t>(addr));
+      }
+      munmap(addr, size);
+    }
   }
 };
 
@@ -77,58 +87,49 @@ SafetensorsFile parse_safetensors(const uint8_t* data, size_t size, const std::s
   if (n > size - 8) bad(path, "truncated: header says " + std::to_string(n) + " bytes, file has " +
                                   std::to_string(size - 8) + " after the length");
   const std::string header(reinterpret_cast<const char*>(data + 8), n);
-  YAML::Node root;
+  Json root;
   try {
-    root = YAML::Load(header);
-  } catch (const YAML::Exception& e) {
-    bad(path, std::string("header is not valid JSON: ") + e.what());
+    root = Json::parse(header);
+  } catch (const Json::parse_error& e) {
+    bad(path, "header is not valid JSON at byte " + std::to_string(e.byte));
   }
-  if (!root.IsMap()) bad(path, "header is not a JSON object");
+  if (!root.is_object()) bad(path, "header is not a JSON object");
   const uint8_t* base = data + 8 + n;
   const size_t data_size = size - 8 - n;
 
   SafetensorsFile out;
   std::vector<std::pair<uint64_t, std::pair<uint64_t, std::string>>> ranges;
-  for (const auto& kv : root) {
-    const std::string name = kv.first.Scalar();
-    const YAML::Node& e = kv.second;
+  for (const auto& kv : root.items()) {
+    const std::string name = kv.key();
+    const Json& e = kv.value();
     if (name == "__metadata__") {
-      if (!e.IsMap()) bad(path, "__metadata__ is not an object");
-      for (const auto& m : e) out.metadata[m.first.Scalar()] = m.second.IsScalar() ? m.second.Scalar() : "";
+      if (!e.is_object()) bad(path, "__metadata__ is not an object");
+      for (const auto& m : e.items()) out.metadata[m.key()] = m.value().is_string() ? m.value().get<std::string>() : "";
       continue;
     }
     const std::string where = "tensor '" + name + "': ";
-    if (!e.IsMap() || !e["dtype"] || !e["shape"] || !e["data_offsets"]) {
+    if (!e.is_object() || !e.contains("dtype") || !e.contains("shape") || !e.contains("data_offsets")) {
       bad(path, where + "needs dtype, shape and data_offsets");
     }
-    const DtypeInfo* dt = e["dtype"].IsScalar() ? dtype_by_name(e["dtype"].Scalar()) : nullptr;
-    if (!dt) bad(path, where + "unknown dtype '" + (e["dtype"].IsScalar() ? e["dtype"].Scalar() : "?") + "'");
+    const Json& jd = e["dtype"];
+    const DtypeInfo* dt = jd.is_string() ? dtype_by_name(jd.get<std::string>()) : nullptr;
+    if (!dt) bad(path, where + "unknown dtype '" + (jd.is_string() ? jd.get<std::string>() : "?") + "'");
     std::vector<int64_t> shape;
     uint64_t numel = 1;
-    try {
-      if (!e["shape"].IsSequence()) bad(path, where + "shape is not a list");
-      for (const auto& d : e["shape"]) {
-        const int64_t v = d.as<int64_t>();
-        if (v < 0 || v > (int64_t{1} << 48)) bad(path, where + "shape entry " + std::to_string(v) + " out of range");
-        shape.push_back(v);
-        if (v != 0 && numel > (uint64_t{1} << 62) / static_cast<uint64_t>(v)) bad(path, where + "shape too large");
-        numel *= static_cast<uint64_t>(v);
-      }
-    } catch (const YAML::Exception&) {
-      bad(path, where + "shape entries must be integers");
+    if (!e["shape"].is_array()) bad(path, where + "shape is not a list");
+    for (const auto& d : e["shape"]) {
+      if (!d.is_number_integer()) bad(path, where + "shape entries must be integers");
+      const int64_t v = d.get<int64_t>();
+      if (v < 0 || v > (int64_t{1} << 48)) bad(path, where + "shape entry " + std::to_string(v) + " out of range");
+      shape.push_back(v);
+      if (v != 0 && numel > (uint64_t{1} << 62) / static_cast<uint64_t>(v)) bad(path, where + "shape too large");
+      numel *= static_cast<uint64_t>(v);
     }
-    if (!e["data_offsets"].IsSequence() || e["data_offsets"].size() != 2) {
-      bad(path, where + "data_offsets must be [begin, end]");
-    }
-    uint64_t begin = 0, end = 0;
-    try {
-      const int64_t b = e["data_offsets"][0].as<int64_t>(), en = e["data_offsets"][1].as<int64_t>();
-      if (b < 0 || en < 0) bad(path, where + "negative data_offsets");
-      begin = static_cast<uint64_t>(b);
-      end = static_cast<uint64_t>(en);
-    } catch (const YAML::Exception&) {
-      bad(path, where + "data_offsets must be integers");
-    }
+    const Json& off = e["data_offsets"];
+    if (!off.is_array() || off.size() != 2) bad(path, where + "data_offsets must be [begin, end]");
+    if (!off[0].is_number_integer() || !off[1].is_number_integer()) bad(path, where + "data_offsets must be integers");
+    if (off[0].get<int64_t>() < 0 || off[1].get<int64_t>() < 0) bad(path, where + "negative data_offsets");
+    const uint64_t begin = off[0].get<uint64_t>(), end = off[1].get<uint64_t>();
     if (begin > end || end > data_size) {
       bad(path, where + "data_offsets [" + std::to_string(begin) + ", " + std::to_string(end) +
                     ") out of range of " + std::to_string(data_size) + " data bytes");
@@ -176,6 +177,10 @@ SafetensorsFile read_safetensors(const std::string& path) {
   map->addr = mmap(nullptr, map->size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
   ::close(fd);
   if (map->addr == MAP_FAILED) throw FileError(path + ": cannot map: " + std::strerror(errno));
+  {
+    std::lock_guard<std::mutex> lock(g_maps_mu);
+    g_maps[reinterpret_cast<uintptr_t>(map->addr)] = map->size;
+  }
   SafetensorsFile f = parse_safetensors(static_cast<const uint8_t*>(map->addr), map->size, path);
   // Each tensor keeps the mapping alive; tensors are re-wrapped with a deleter holding it.
   for (auto& kv : f.tensors) {
@@ -190,41 +195,19 @@ SafetensorsFile read_safetensors(const std::string& path) {
   return f;
 }
 
-std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw FileError(path + ": cannot open");
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
-
-bool is_regular_file(const std::string& path) {
-  struct stat st;
-  return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
-}
-
-void write_file_atomic(const std::string& path, const std::string& bytes) {
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  if (fd < 0) throw FileError(tmp + ": cannot create: " + std::strerror(errno));
-  size_t off = 0;
-  while (off < bytes.size()) {
-    const ssize_t w = ::write(fd, bytes.data() + off, bytes.size() - off);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      const std::string err = std::strerror(errno);
-      ::close(fd);
-      ::unlink(tmp.c_str());
-      throw FileError(tmp + ": write failed: " + err);
-    }
-    off += static_cast<size_t>(w);
-  }
-  if (::fsync(fd) != 0 || ::close(fd) != 0) {
-    ::unlink(tmp.c_str());
-    throw FileError(tmp + ": fsync/close failed: " + std::strerror(errno));
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    ::unlink(tmp.c_str());
-    throw FileError(path + ": rename failed: " + std::strerror(errno));
-  }
+void release_mapped_pages(const torch::Tensor& view) {
+  if (!view.defined() || !view.has_storage()) return;
+  const auto lo = reinterpret_cast<uintptr_t>(view.storage().data());
+  const uintptr_t hi = lo + view.storage().nbytes();
+  std::lock_guard<std::mutex> lock(g_maps_mu);
+  auto it = g_maps.upper_bound(lo);
+  if (it == g_maps.begin()) return;
+  --it;
+  if (hi > it->first + it->second) return;  // not inside this mapping
+  // Whole pages inside [lo, hi): the pages it shares with a neighbour are read again if needed.
+  static const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  const uintptr_t a = (lo + page - 1) / page * page, b = hi / page * page;
+  if (b > a) madvise(reinterpret_cast<void*>(a), b - a, MADV_DONTNEED);
 }
 
 void write_safetensors(const std::string& path, const NamedTensors& tensors,
@@ -243,18 +226,18 @@ void write_safetensors(const std::string& path, const NamedTensors& tensors,
     Json e = Json::object();
     e["dtype"] = dt.name;
     Json shape = Json::array();
-    for (int64_t d : t.sizes()) shape.push(d);
+    for (int64_t d : t.sizes()) shape.push_back(d);
     e["shape"] = shape;
     const uint64_t bytes = static_cast<uint64_t>(t.numel()) * dt.size;
     Json offs = Json::array();
-    offs.push(static_cast<int64_t>(offset));
-    offs.push(static_cast<int64_t>(offset + bytes));
+    offs.push_back(static_cast<int64_t>(offset));
+    offs.push_back(static_cast<int64_t>(offset + bytes));
     e["data_offsets"] = offs;
     header[kv.first] = e;
     offset += bytes;
     cpu.push_back(t);
   }
-  std::string h = header.dump();
+  std::string h = json_line(header);
   while ((8 + h.size()) % 8 != 0) h += ' ';  // data starts 8-byte aligned
   std::string out;
   out.reserve(8 + h.size() + offset);

@@ -11,11 +11,10 @@
 #include <utility>
 #include <vector>
 
-namespace ds {
+#include "core/errors.h"
+#include "core/files.h"
 
-struct FileError : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
+namespace ds {
 
 using NamedTensors = std::vector<std::pair<std::string, torch::Tensor>>;
 
@@ -30,13 +29,12 @@ struct SafetensorsFile {
 SafetensorsFile read_safetensors(const std::string& path);
 SafetensorsFile parse_safetensors(const uint8_t* data, size_t size, const std::string& path);
 
+// Drops the pages of the file range `view` reads (a tensor of read_safetensors, or a view of one)
+// from this process's resident memory once it has been copied; the mapping stays valid and pages
+// are read again if touched. A no-op for tensors that do not live in a file mapping.
+void release_mapped_pages(const torch::Tensor& view);
+
 void write_safetensors(const std::string& path, const NamedTensors& tensors,
                        const std::map<std::string, std::string>& metadata = {});
-
-// Writes `bytes` to `path` atomically: a crash leaves either the old file or the new one.
-void write_file_atomic(const std::string& path, const std::string& bytes);
-// A whole file's bytes; FileError naming it when it cannot be read.
-std::string read_file(const std::string& path);
-bool is_regular_file(const std::string& path);
 
 }  // namespace ds

@@ -16,12 +16,10 @@ namespace ds {
 namespace fs = std::filesystem;
 
 void parse_data_config(const YAML::Node& node, const Locator& where, DataConfig& cfg) {
-  Fields f(node, "data", where);
-  f.get_list("path", cfg.paths, {});
-  f.get("val_fraction", cfg.val_fraction, 0.0, 0.9);
-  f.get("tokenizer", cfg.tokenizer);
-  if (cfg.tokenizer.empty()) f.fail("tokenizer", "must be auto, bytes or the path of a tokenizer.json");
-  f.finish();
+  FieldReader r(node, "data", where);
+  describe(r, cfg);
+  if (cfg.tokenizer.empty()) r.fail("tokenizer", "must be auto, bytes or the path of a tokenizer.json");
+  r.finish();
 }
 
 std::vector<std::string> expand_paths(const std::vector<std::string>& paths) {

@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "core/yaml_fields.h"
+#include "core/config_fields.h"
 
 namespace ds {
 
@@ -17,9 +17,16 @@ struct DataConfig {
   std::vector<std::string> paths;  // data.path: a string or a list; directories skip *.dat and links
   double val_fraction = 0.1;
   // data.tokenizer: "auto" (model.path's tokenizer.json if there is one, else bytes), "bytes", or
-  // the path of a tokenizer.json (byte-level BPE).
+  // the path of a tokenizer.json (byte-level BPE). A resolved run config holds bytes or a path.
   std::string tokenizer = "auto";
 };
+
+template <class V>
+void describe(V& v, DataConfig& c) {
+  v("path", c.paths, {});
+  v("val_fraction", c.val_fraction, 0.0, 0.9);
+  v("tokenizer", c.tokenizer);
+}
 
 void parse_data_config(const YAML::Node& node, const Locator& where, DataConfig& cfg);
 

@@ -1,21 +1,41 @@
 #include "core/transformer.h"
 
+#include <torch/version.h>
+
 #include <cmath>
+
+// at::scaled_dot_product_attention exists from LibTorch 2.0; Debian's 1.13 takes the plain path.
+#if TORCH_VERSION_MAJOR >= 2
+#define DS_HAVE_SDPA 1
+#else
+#define DS_HAVE_SDPA 0
+#endif
 
 namespace ds {
 
 namespace F = torch::nn::functional;
 
-NormImpl::NormImpl(const ModelConfig& cfg) : rms(cfg.norm == "rmsnorm"), eps(cfg.norm_eps) {
-  weight = register_parameter("weight", torch::ones({cfg.d_model}));
-  if (!rms) bias = register_parameter("bias", torch::zeros({cfg.d_model}));
+NormImpl::NormImpl(const ModelConfig& cfg, const ParamOptions& params)
+    : rms(cfg.norm == NormKind::RmsNorm), eps(cfg.norm_eps) {
+  weight = register_parameter("weight", torch::ones({cfg.d_model}, params.options));
+  if (!rms) bias = register_parameter("bias", torch::zeros({cfg.d_model}, params.options));
 }
 
 torch::Tensor NormImpl::forward(const torch::Tensor& x) {
-  if (!rms) return F::layer_norm(x, F::LayerNormFuncOptions({x.size(-1)}).weight(weight).bias(bias).eps(eps));
   const torch::Tensor xf = x.to(torch::kFloat);
-  return (xf * torch::rsqrt(xf.pow(2).mean(-1, true) + eps)).to(x.scalar_type()) * weight;
+  const torch::Tensor w = weight.to(torch::kFloat);
+  if (!rms) {
+    return F::layer_norm(xf, F::LayerNormFuncOptions({x.size(-1)}).weight(w).bias(bias.to(torch::kFloat)).eps(eps))
+        .to(x.scalar_type());
+  }
+  return (xf * torch::rsqrt(xf.pow(2).mean(-1, true) + eps) * w).to(x.scalar_type());
 }
+
+EmbeddingImpl::EmbeddingImpl(int64_t rows, int64_t dim, double init_std, const ParamOptions& params) {
+  weight = register_parameter("weight", make_param({rows, dim}, init_std, params));
+}
+
+torch::Tensor EmbeddingImpl::forward(const torch::Tensor& ids) { return F::embedding(ids, weight); }
 
 torch::Tensor apply_rope(const torch::Tensor& x, int64_t first, double theta) {
   const int64_t T = x.size(2), hd = x.size(3), half = hd / 2;
@@ -30,7 +50,7 @@ torch::Tensor apply_rope(const torch::Tensor& x, int64_t first, double theta) {
 
 AttentionImpl::AttentionImpl(const ModelConfig& cfg, const LinearFactory& factory)
     : head_dim(cfg.head_dim()),
-      rope(cfg.positions == "rope"),
+      rope(cfg.positions == Positions::Rope),
       rope_theta(cfg.rope_theta),
       fanout(factory.fanout("attn")) {
   const int64_t d = cfg.d_model, kv = cfg.kv_heads() * cfg.head_dim();
@@ -70,18 +90,28 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, torch::Tensor* cach
     kh = kh.repeat_interleave(group, 1);
     vh = vh.repeat_interleave(group, 1);
   }
-  const int64_t S = kh.size(2);  // past + T keys; query i sits at position past + i
-  torch::Tensor att = qh.matmul(kh.transpose(-2, -1)) * (1.0 / std::sqrt(static_cast<double>(head_dim)));
-  torch::Tensor mask =
-      torch::ones({T, S}, torch::TensorOptions().dtype(torch::kBool).device(x.device())).triu(past + 1);
-  att = torch::softmax(att.masked_fill(mask, -std::numeric_limits<float>::infinity()), -1);
-  torch::Tensor y = att.matmul(vh).transpose(1, 2).contiguous();
+  torch::Tensor y = causal_attention(qh, kh, vh, past).transpose(1, 2).contiguous();
   return o->forward(y.view({B, T, y.size(2) * y.size(3)}));
+}
+
+torch::Tensor causal_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, int64_t past) {
+  const int64_t T = q.size(2), S = k.size(2);  // query i sits at position past + i
+#if DS_HAVE_SDPA
+  // The fused kernels (flash or memory-efficient attention on CUDA). is_causal aligns the mask
+  // top-left, which is right without a cache and for a single new query (it sees every key).
+  if (past == 0 || T == 1) return at::scaled_dot_product_attention(q, k, v, {}, 0.0, /*is_causal=*/past == 0);
+#endif
+  torch::Tensor att = q.matmul(k.transpose(-2, -1)) * (1.0 / std::sqrt(static_cast<double>(q.size(-1))));
+  const torch::Tensor mask =
+      torch::ones({T, S}, torch::TensorOptions().dtype(torch::kBool).device(q.device())).triu(past + 1);
+  att = torch::softmax(att.to(torch::kFloat).masked_fill(mask, -std::numeric_limits<float>::infinity()), -1)
+            .to(v.scalar_type());
+  return att.matmul(v);
 }
 
 MlpImpl::MlpImpl(const ModelConfig& cfg, const LinearFactory& factory) : fanout(factory.fanout("mlp")) {
   const double resid_std = cfg.init_std / std::sqrt(2.0 * static_cast<double>(cfg.n_layer));
-  if (cfg.activation == "swiglu") {
+  if (cfg.activation == Activation::SwiGlu) {
     gate = register_module("gate",
                            factory.linear({"mlp.gate", cfg.d_model, cfg.d_ff, cfg.bias, Split::Rows, cfg.init_std}));
   }
@@ -96,9 +126,9 @@ torch::Tensor MlpImpl::forward(const torch::Tensor& x) {
 }
 
 BlockImpl::BlockImpl(const ModelConfig& cfg, const LinearFactory& factory) {
-  ln1 = register_module("ln1", Norm(cfg));
+  ln1 = register_module("ln1", Norm(cfg, factory.params));
   attn = register_module("attn", Attention(cfg, factory));
-  ln2 = register_module("ln2", Norm(cfg));
+  ln2 = register_module("ln2", Norm(cfg, factory.params));
   mlp = register_module("mlp", Mlp(cfg, factory));
 }
 
@@ -113,26 +143,21 @@ torch::Tensor BlockImpl::forward(const torch::Tensor& x, torch::Tensor* cache_k,
 
 TransformerImpl::TransformerImpl(const ModelConfig& c, LinearFactory f) : cfg(c), factory(std::move(f)) {
   validate_model_config(cfg, "model");
-  wte = register_module("wte", torch::nn::Embedding(cfg.vocab_size, cfg.d_model));
-  {
-    torch::NoGradGuard no_grad;
-    wte->weight.normal_(0.0, cfg.init_std);
-  }
-  if (cfg.positions == "learned") {
-    wpe = register_module("wpe", torch::nn::Embedding(cfg.max_seq_len, cfg.d_model));
-    torch::NoGradGuard no_grad;
-    wpe->weight.normal_(0.0, cfg.init_std / 2);
+  wte = register_module("wte", Embedding(cfg.vocab_size, cfg.d_model, cfg.init_std, factory.params));
+  if (cfg.positions == Positions::Learned) {
+    wpe = register_module("wpe", Embedding(cfg.max_seq_len, cfg.d_model, cfg.init_std / 2, factory.params));
   }
   auto list = register_module("blocks", torch::nn::ModuleList());
   for (int64_t i = 0; i < cfg.n_layer; ++i) {
     blocks.push_back(Block(cfg, factory));
     list->push_back(blocks.back());
   }
-  ln_f = register_module("ln_f", Norm(cfg));
+  ln_f = register_module("ln_f", Norm(cfg, factory.params));
   if (!cfg.tie_embeddings) {
     // The head stays replicated: its output is the full vocabulary on every rank.
     LinearOptions o;
     o.spec = {"lm_head", cfg.d_model, cfg.vocab_size, false, Split::None, cfg.init_std};
+    o.params = factory.params;
     lm_head = register_module("lm_head", Linear(o));
   }
 }
@@ -142,11 +167,12 @@ torch::Tensor TransformerImpl::forward(const torch::Tensor& idx, KVCache* cache)
   const int64_t past = cache ? cache->length() : 0;
   TORCH_CHECK(past + T <= cfg.max_seq_len, "sequence length ", past + T, " exceeds model.max_seq_len ",
               cfg.max_seq_len);
-  torch::Tensor x = wte->forward(idx);
+  const auto compute = factory.params.compute;
+  torch::Tensor x = wte->forward(idx).to(compute);
   if (wpe) {
     const torch::Tensor pos =
         torch::arange(past, past + T, torch::TensorOptions().dtype(torch::kLong).device(idx.device()));
-    x = x + wpe->forward(pos).unsqueeze(0);
+    x = x + wpe->forward(pos).to(compute).unsqueeze(0);
   }
   if (cache && cache->k.size() != blocks.size()) {
     cache->k.resize(blocks.size());
@@ -156,7 +182,7 @@ torch::Tensor TransformerImpl::forward(const torch::Tensor& idx, KVCache* cache)
     x = cache ? blocks[i]->forward(x, &cache->k[i], &cache->v[i]) : blocks[i]->forward(x);
   }
   x = ln_f->forward(x);
-  return lm_head ? lm_head->forward(x) : F::linear(x, wte->weight);
+  return lm_head ? lm_head->forward(x) : F::linear(x, wte->weight.to(x.scalar_type()));
 }
 
 torch::Tensor lm_loss(const torch::Tensor& logits, const torch::Tensor& targets) {

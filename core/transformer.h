@@ -18,7 +18,7 @@ namespace ds {
 // LayerNorm: (x - mean) / sqrt(var + eps) · weight + bias; RMSNorm: x / sqrt(mean(x²) + eps) · weight.
 // Over the last dimension, computed in float32.
 struct NormImpl : torch::nn::Module {
-  explicit NormImpl(const ModelConfig& cfg);
+  NormImpl(const ModelConfig& cfg, const ParamOptions& params);
   torch::Tensor forward(const torch::Tensor& x);
 
   bool rms;
@@ -26,6 +26,14 @@ struct NormImpl : torch::nn::Module {
   torch::Tensor weight, bias;  // bias only for LayerNorm
 };
 TORCH_MODULE(Norm);
+
+// A lookup table [rows, d] in the base's type (token or learned position embeddings).
+struct EmbeddingImpl : torch::nn::Module {
+  EmbeddingImpl(int64_t rows, int64_t dim, double init_std, const ParamOptions& params);
+  torch::Tensor forward(const torch::Tensor& ids);  // in the table's type
+  torch::Tensor weight;
+};
+TORCH_MODULE(Embedding);
 
 // Keys and values of the positions seen so far, per layer: [B, kv_heads_local, T_past, head_dim].
 struct KVCache {
@@ -36,6 +44,11 @@ struct KVCache {
 // Rotary embedding (the rotate-half convention of Hugging Face's LLaMA): for positions p and
 // frequency i < hd/2, θ_i = theta^(-2i/hd); x·cos(pθ) + rotate_half(x)·sin(pθ) on [B, h, T, hd].
 torch::Tensor apply_rope(const torch::Tensor& x, int64_t first_position, double theta);
+
+// softmax(q·kᵀ/√hd + causal mask)·v on [B, h, T, hd] queries against [B, h, past + T, hd] keys and
+// values: fused scaled_dot_product_attention where LibTorch has it (2.0+), else explicit, with the
+// softmax in float32.
+torch::Tensor causal_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, int64_t past);
 
 struct AttentionImpl : torch::nn::Module {
   AttentionImpl(const ModelConfig& cfg, const LinearFactory& factory);
@@ -75,14 +88,17 @@ struct BlockImpl : torch::nn::Module {
 };
 TORCH_MODULE(Block);
 
+// Activations flow in factory.params.compute (the base's type; float32 for an fp16 base on the
+// CPU); norms, softmax and the loss work in float32 inside.
 struct TransformerImpl : torch::nn::Module {
   TransformerImpl(const ModelConfig& cfg, LinearFactory factory);
-  // idx [B, T] int64 -> logits [B, T, vocab]. With a cache, idx continues the cached positions.
+  // idx [B, T] int64 -> logits [B, T, vocab] in the compute type. With a cache, idx continues the
+  // cached positions.
   torch::Tensor forward(const torch::Tensor& idx, KVCache* cache = nullptr);
 
   ModelConfig cfg;
   LinearFactory factory;
-  torch::nn::Embedding wte{nullptr}, wpe{nullptr};  // wpe only for learned positions
+  Embedding wte{nullptr}, wpe{nullptr};  // wpe only for learned positions
   std::vector<Block> blocks;
   Norm ln_f{nullptr};
   Linear lm_head{nullptr};  // absent when tied to wte

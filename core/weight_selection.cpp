@@ -111,17 +111,13 @@ torch::Tensor ElementSelector::select(const torch::Tensor& teacher, const std::v
 }
 
 void check_student(const ModelConfig& t, const ModelConfig& s) {
-  auto family = [&](const char* key, const std::string& a, const std::string& b) {
-    if (a != b) {
-      throw std::invalid_argument(std::string("model.") + key + ": student '" + b + "' differs from teacher '" + a +
-                                  "'; weight selection needs the same model family");
+  const auto tt = field_texts(t), st = field_texts(s);
+  for (const char* key : {"norm", "activation", "positions", "bias", "tie_embeddings"}) {
+    if (tt.at(key) != st.at(key)) {
+      throw std::invalid_argument(std::string("model.") + key + ": student '" + st.at(key) + "' differs from teacher '" +
+                                  tt.at(key) + "'; weight selection needs the same model family");
     }
-  };
-  family("norm", t.norm, s.norm);
-  family("activation", t.activation, s.activation);
-  family("positions", t.positions, s.positions);
-  family("bias", t.bias ? "true" : "false", s.bias ? "true" : "false");
-  family("tie_embeddings", t.tie_embeddings ? "true" : "false", s.tie_embeddings ? "true" : "false");
+  }
   auto no_larger = [&](const char* key, int64_t teacher, int64_t student) {
     if (student > teacher) {
       throw std::invalid_argument(std::string("model.") + key + ": student " + std::to_string(student) +

@@ -1,6 +1,7 @@
 #include "core/yaml_fields.h"
 
 #include <algorithm>
+#include <map>
 #include <sstream>
 
 namespace ds {
@@ -11,6 +12,22 @@ Locator file_locator(const std::string& file) {
     if (mark.line < 0) return file;
     return file + ":" + std::to_string(mark.line + 1);
   };
+}
+
+void check_duplicate_keys(const YAML::Node& node, const std::string& prefix, const std::string& file) {
+  if (!node.IsMap()) return;
+  std::map<std::string, int> first_line;
+  for (const auto& kv : node) {
+    const std::string key = kv.first.IsScalar() ? kv.first.Scalar() : "?";
+    const std::string dotted = prefix.empty() ? key : prefix + "." + key;
+    const int line = kv.first.Mark().line + 1;
+    auto [it, fresh] = first_line.emplace(key, line);
+    if (!fresh) {
+      throw ConfigError(file + ":" + std::to_string(line) + ": " + dotted + ": duplicate key (first given at line " +
+                        std::to_string(it->second) + ")");
+    }
+    check_duplicate_keys(kv.second, dotted, file);
+  }
 }
 
 Fields::Fields(const YAML::Node& node, std::string section, Locator where)
@@ -124,7 +141,7 @@ void Fields::get_list(const char* key, std::vector<std::string>& out,
       v.push_back(item.Scalar());
     }
   } else {
-    fail(key, "expected a list such as [q, v], got " + scalar_text(n));
+    fail(key, "expected a name or a list of names, got " + scalar_text(n));
   }
   for (const auto& s : v) {
     if (!choices.empty() && std::find(choices.begin(), choices.end(), s) == choices.end()) {

@@ -10,16 +10,18 @@
 #include <string>
 #include <vector>
 
-namespace ds {
+#include "core/errors.h"
 
-struct ConfigError : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
+namespace ds {
 
 // Where a value came from, for error messages: "file.yaml:12" or "--set peft.r".
 using Locator = std::function<std::string(const std::string& dotted_key, const YAML::Node& node)>;
 
 Locator file_locator(const std::string& file);
+
+// A key given twice in a mapping (here or in any mapping below it) is a ConfigError naming both
+// lines: YAML readers disagree on which one wins, so none may.
+void check_duplicate_keys(const YAML::Node& node, const std::string& prefix, const std::string& file);
 
 // Reads one mapping section. get() leaves the default in place when the key is absent;
 // finish() rejects any key that no get() asked for.

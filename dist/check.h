@@ -7,11 +7,9 @@
 #include <stdexcept>
 #include <string>
 
-namespace ds {
+#include "core/errors.h"
 
-struct CommError : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
+namespace ds {
 
 inline std::string mpi_error_string(int code) {
   char buf[MPI_MAX_ERROR_STRING];

@@ -13,9 +13,9 @@ namespace {
 std::unique_ptr<Communicator> make_comm(MPI_Comm comm, const std::string& group, const GridOptions& o,
                                         const std::shared_ptr<Ledger>& ledger) {
   CommOptions co{group, o.timeout_s, ledger};
-  if (o.backend == "mpi") return std::make_unique<MpiCommunicator>(comm, co);
+  if (o.backend == Backend::Mpi) return std::make_unique<MpiCommunicator>(comm, co);
 #ifdef DELTASHARD_HAVE_NCCL
-  if (o.backend == "nccl") {
+  if (o.backend == Backend::Nccl) {
     const int devices = cuda_device_count();
     if (devices == 0) throw CommError("parallel.backend nccl: no CUDA device is visible on rank " +
                                       std::to_string(world_rank()));
@@ -24,9 +24,10 @@ std::unique_ptr<Communicator> make_comm(MPI_Comm comm, const std::string& group,
     return c;
   }
 #endif
-  throw CommError("parallel.backend '" + o.backend + "' is not available in this build" +
-                  (o.backend == "nccl" ? " (configure with -DDELTASHARD_WITH_NCCL=ON on a machine with CUDA and NCCL)"
-                                       : ""));
+  throw ConfigError(std::string("parallel.backend: ") + enum_name(o.backend) + " is not available in this build" +
+                    (o.backend == Backend::Nccl
+                         ? " (configure with -DDELTASHARD_WITH_NCCL=ON on a machine with CUDA and NCCL)"
+                         : ""));
 }
 }  // namespace
 
@@ -35,8 +36,8 @@ ProcessGrid make_grid(const GridOptions& o) {
   MPI_CHECK(MPI_Comm_rank(o.base, &g.world_rank));
   MPI_CHECK(MPI_Comm_size(o.base, &g.world_size));
   if (o.tp < 1 || g.world_size % o.tp != 0) {
-    throw CommError("parallel.tp " + std::to_string(o.tp) + " does not divide the world size " +
-                    std::to_string(g.world_size));
+    throw ConfigError("parallel.tp: " + std::to_string(o.tp) + " does not divide the world size " +
+                      std::to_string(g.world_size));
   }
   g.tp = o.tp;
   g.dp = g.world_size / o.tp;

@@ -8,13 +8,18 @@
 #include <memory>
 #include <string>
 
+#include "core/config_fields.h"
 #include "dist/communicator.h"
 
 namespace ds {
 
+// auto: NCCL when the model is on CUDA, MPI on the CPU.
+enum class Backend { Auto, Mpi, Nccl };
+DS_ENUM_NAMES(Backend, {Backend::Auto, "auto"}, {Backend::Mpi, "mpi"}, {Backend::Nccl, "nccl"});
+
 struct GridOptions {
   int tp = 1;
-  std::string backend = "mpi";  // mpi | nccl
+  Backend backend = Backend::Mpi;  // Auto is resolved by the caller, which knows the device
   double timeout_s = 300;
   MPI_Comm base = MPI_COMM_WORLD;  // tests build reference grids on MPI_COMM_SELF
 };

@@ -51,14 +51,16 @@ torch::Tensor reduce_from_tp(const torch::Tensor& x, Communicator& tp, const std
   return ReduceFromTp::apply(x, reinterpret_cast<int64_t>(&tp), tag);
 }
 
-LinearFactory tp_factory(Communicator& tp) {
-  if (tp.size() == 1) return dense_factory();
+LinearFactory tp_factory(Communicator& tp, const ParamOptions& params) {
+  if (tp.size() == 1) return dense_factory(params);
   LinearFactory f;
   Communicator* comm = &tp;
   f.tp_size = tp.size();
-  f.linear = [comm](const LinearSpec& spec) {
+  f.params = params;
+  f.linear = [comm, params](const LinearSpec& spec) {
     LinearOptions o;
     o.spec = spec;
+    o.params = params;
     if (spec.split != Split::None) o.shard = ShardSpec{spec.split, comm->rank(), comm->size()};
     if (spec.split == Split::Cols) {
       const std::string tag = "tp." + spec.name;

@@ -17,6 +17,6 @@ torch::Tensor reduce_from_tp(const torch::Tensor& x, Communicator& tp, const std
 // fanouts are copy_to_tp. With a TP group of one rank it is the dense factory.
 // Ledger tags: "tp.<layer>" for a row-parallel layer's forward sum, "tp.<name>.in" for a fanout's
 // backward sum (e.g. tp.attn.o, tp.attn.in).
-LinearFactory tp_factory(Communicator& tp);
+LinearFactory tp_factory(Communicator& tp, const ParamOptions& params = {});
 
 }  // namespace ds

@@ -7,6 +7,7 @@
 #include <mutex>
 #include <thread>
 
+#include "core/errors.h"
 #include "dist/mpi_env.h"
 
 namespace ds {
@@ -58,7 +59,7 @@ void Watchdog::loop() {
                     "stalled); aborting the job",
                     world_rank(), g_what, g_timeout_s);
     }
-    abort_job(msg, 124);
+    abort_job(msg, kExitComm);
   }
 }
 

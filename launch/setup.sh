@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 packages=(build-essential cmake ninja-build ccache pkg-config
   libtorch-dev libopenblas0-openmp libopenmpi-dev openmpi-bin
-  libyaml-cpp-dev libboost-program-options-dev libgtest-dev
+  libyaml-cpp-dev nlohmann-json3-dev libxxhash-dev libboost-program-options-dev libgtest-dev
   fortunes gnuplot-nox jq python3)
 missing=()
 for p in "${packages[@]}"; do

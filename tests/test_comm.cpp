@@ -107,7 +107,7 @@ TEST(Grid, GroupsTalkOnlyInsideThemselves) {
   const int n = world_size();
   for (int tp : {1, 2, n}) {
     if (n % tp != 0) continue;
-    ProcessGrid g = make_grid(GridOptions{tp, "mpi", 60});
+    ProcessGrid g = make_grid(GridOptions{tp, Backend::Mpi, 60});
     EXPECT_EQ(g.dp * g.tp, n);
     // TP group of dp index d holds world ranks d·tp .. d·tp+tp-1: the sum of ranks is closed form.
     torch::Tensor x = torch::full({1}, static_cast<double>(g.world_rank), torch::kDouble);
@@ -123,7 +123,7 @@ TEST(Grid, GroupsTalkOnlyInsideThemselves) {
     MPI_Comm_get_name(dynamic_cast<MpiCommunicator&>(*g.tp_group).comm(), name, &len);
     EXPECT_STREQ(name, "deltashard.tp");
   }
-  if (n > 1) EXPECT_THROW(make_grid(GridOptions{n + 1, "mpi", 60}), CommError);
+  if (n > 1) EXPECT_THROW(make_grid(GridOptions{n + 1, Backend::Mpi, 60}), ConfigError);
 }
 
 TEST(Nccl, BackendSharesTheSuiteWhereAGpuExists) {
@@ -131,7 +131,7 @@ TEST(Nccl, BackendSharesTheSuiteWhereAGpuExists) {
   if (cuda_device_count() == 0 || !torch::cuda::is_available()) {
     GTEST_SKIP() << "NCCL backend compiled and linked, but no CUDA device (or a CPU-only LibTorch): skipped";
   }
-  ProcessGrid g = make_grid(GridOptions{1, "nccl", 60});
+  ProcessGrid g = make_grid(GridOptions{1, Backend::Nccl, 60});
   torch::Tensor x = torch::ones({16}, torch::TensorOptions().device(torch::kCUDA)) * (g.world_rank + 1);
   g.world->all_reduce(x, ReduceOp::Sum, "nccl");
   EXPECT_FLOAT_EQ(x[0].item<float>(), g.world_size * (g.world_size + 1) / 2.0f);

@@ -11,7 +11,7 @@
 #include "dist/process_grid.h"
 #include "test_helpers.h"
 #include "trainer/run_config.h"
-#include "trainer/session.h"
+#include "trainer/trainer.h"
 
 using namespace ds;
 
@@ -52,7 +52,7 @@ std::string write_yaml(const std::string& text) {
 
 TEST(Lora, InitialisationGivesExactlyTheBaseOutput) {
   PeftConfig none;
-  none.method = "none";
+  none.method = PeftMethod::None;
   PeftConfig lora;
   lora.targets = {"q", "k", "v", "o", "up", "down"};
   Transformer a = build(small(), none), b = build(small(), lora);
@@ -88,8 +88,8 @@ TEST(Lora, ScalingIsAlphaOverRAndRsLoraUsesSqrtR) {
   LinearOptions o;
   o.spec = {"x", 8, 8, false, Split::None, 0.02};
   Linear a(o), b(o);
-  a->add_lora({4, 16, 0.0, false, "kaiming"});
-  b->add_lora({4, 16, 0.0, true, "gaussian"});
+  a->add_lora({4, 16, 0.0, false, LoraInit::Kaiming});
+  b->add_lora({4, 16, 0.0, true, LoraInit::Gaussian});
   EXPECT_DOUBLE_EQ(a->lora_scale(), 4.0);
   EXPECT_DOUBLE_EQ(b->lora_scale(), 8.0);
   EXPECT_EQ(torch::count_nonzero(a->lora_B).item<int64_t>(), 0);
@@ -100,7 +100,7 @@ TEST(Peft, ParameterCountsMatchTheFormulas) {
            {32, 64, 2, 4}, {48, 96, 3, 8}, {64, 256, 1, 2}}) {
     const ModelConfig m = small(d, layers, 4, ff);
     PeftConfig none;
-    none.method = "none";
+    none.method = PeftMethod::None;
     Transformer plain = build(m, none);
     const int64_t base = count_params(plain).total_params;
     PeftConfig lora;
@@ -113,7 +113,7 @@ TEST(Peft, ParameterCountsMatchTheFormulas) {
     EXPECT_EQ(rep.trainable_params, layers * per_layer);
     EXPECT_EQ(rep.total_params, base + layers * per_layer);
     PeftConfig ad;
-    ad.method = "adapter";
+    ad.method = PeftMethod::Adapter;
     ad.adapter_size = 8;
     Transformer ta = build(m, ad);
     const ParamReport ra = count_params(ta);
@@ -132,16 +132,16 @@ TEST(Adapter, IsTheIdentityAtInitialisation) {
   const torch::Tensor h = torch::randn({2, 5, 32});
   EXPECT_TRUE(torch::equal(a->forward(h), h));
   PeftConfig none, ad;
-  none.method = "none";
-  ad.method = "adapter";
+  none.method = PeftMethod::None;
+  ad.method = PeftMethod::Adapter;
   ad.adapter_size = 8;
   torch::NoGradGuard g;
   EXPECT_TRUE(torch::equal(build(small(), none)->forward(tokens()), build(small(), ad)->forward(tokens())));
 }
 
 TEST(Training, FrozenParametersGetNoGradientAndNoOptimizerState) {
-  ProcessGrid grid = make_grid(GridOptions{1, "mpi", 60, MPI_COMM_SELF});
-  TrainSession s(fixtures::tiny_config("lora"), grid);
+  ProcessGrid grid = make_grid(GridOptions{1, Backend::Mpi, 60, MPI_COMM_SELF});
+  Trainer s(fixtures::tiny_config("lora"), grid);
   s.step();
   int64_t trainable = 0;
   for (auto& item : s.model()->named_parameters()) {
@@ -157,11 +157,11 @@ TEST(Training, FrozenParametersGetNoGradientAndNoOptimizerState) {
 }
 
 TEST(Training, AShortRunLowersTheLoss) {
-  ProcessGrid grid = make_grid(GridOptions{1, "mpi", 60, MPI_COMM_SELF});
+  ProcessGrid grid = make_grid(GridOptions{1, Backend::Mpi, 60, MPI_COMM_SELF});
   RunConfig c = fixtures::tiny_config("full");
   c.train.steps = 40;
   c.train.micro_batch = 4;
-  TrainSession s(c, grid);
+  Trainer s(c, grid);
   const double before = s.evaluate().loss;
   while (!s.done()) s.step();
   const double after = s.evaluate().loss;
@@ -169,14 +169,14 @@ TEST(Training, AShortRunLowersTheLoss) {
 }
 
 TEST(Checkpoint, SaveAndLoadRoundTripTrainableParameters) {
-  ProcessGrid grid = make_grid(GridOptions{1, "mpi", 60, MPI_COMM_SELF});
+  ProcessGrid grid = make_grid(GridOptions{1, Backend::Mpi, 60, MPI_COMM_SELF});
   const std::string dir = "/tmp/deltashard_ckpt_" + std::to_string(::getpid());
   RunConfig c = fixtures::tiny_config("lora");
-  TrainSession a(c, grid);
+  Trainer a(c, grid);
   a.step();
   a.step();
   a.save_checkpoint(dir);
-  TrainSession b(c, grid, dir);
+  Trainer b(c, grid, TrainerOptions{dir});
   EXPECT_EQ(b.step_index(), 2);
   auto pb = b.model()->named_parameters();
   for (auto& item : a.model()->named_parameters()) {
@@ -188,7 +188,7 @@ TEST(Checkpoint, SaveAndLoadRoundTripTrainableParameters) {
 TEST(ModelDir, AWrittenModelLoadsBackExactly) {
   const std::string dir = "/tmp/deltashard_model_" + std::to_string(::getpid());
   PeftConfig none;
-  none.method = "none";
+  none.method = PeftMethod::None;
   Transformer a = build(small(), none, 5);
   save_model_dir(dir, a->cfg, base_tensors(a));
   const ModelConfig m = read_model_config(dir);

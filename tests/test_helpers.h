@@ -38,7 +38,7 @@ inline RunConfig tiny_config(const std::string& method) {
   c.model.d_model = 32;
   c.model.d_ff = 64;
   c.model.max_seq_len = 32;
-  c.peft.method = method;
+  c.peft.method = *enum_from<PeftMethod>(method);
   c.peft.r = 4;
   c.peft.alpha = 8;
   c.peft.targets = {"q", "k", "v", "o", "up", "down"};

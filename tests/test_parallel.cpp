@@ -10,15 +10,15 @@
 #include "dist/mpi_env.h"
 #include "dist/tp_gather.h"
 #include "test_helpers.h"
-#include "trainer/session.h"
+#include "trainer/trainer.h"
 
 using namespace ds;
 
 namespace {
-ProcessGrid self_grid() { return make_grid(GridOptions{1, "mpi", 60, MPI_COMM_SELF}); }
+ProcessGrid self_grid() { return make_grid(GridOptions{1, Backend::Mpi, 60, MPI_COMM_SELF}); }
 
 // Trainable parameters as whole tensors (TP shards gathered), by name.
-std::map<std::string, torch::Tensor> trainable_full(TrainSession& s) {
+std::map<std::string, torch::Tensor> trainable_full(Trainer& s) {
   NamedTensors local;
   for (auto& item : s.model()->named_parameters()) {
     if (item.value().requires_grad()) local.emplace_back(item.key(), item.value().detach().clone());
@@ -28,11 +28,11 @@ std::map<std::string, torch::Tensor> trainable_full(TrainSession& s) {
   return out;
 }
 
-void run(TrainSession& s) {
+void run(Trainer& s) {
   while (!s.done()) s.step();
 }
 
-void expect_same_weights(TrainSession& a, TrainSession& ref, double tol, const std::string& what) {
+void expect_same_weights(Trainer& a, Trainer& ref, double tol, const std::string& what) {
   auto wa = trainable_full(a), wr = trainable_full(ref);
   ASSERT_EQ(wa.size(), wr.size()) << what;
   for (auto& [n, t] : wr) {
@@ -55,14 +55,14 @@ TEST_P(DataParallel, EqualsOneRankWithGradientAccumulation) {
   c.parallel.overlap_grad_sync = overlap;
   c.parallel.zero = zero;
   c.parallel.bucket_mb = 0.002;  // several buckets even for this tiny model
-  ProcessGrid grid = make_grid(GridOptions{1, "mpi", 60});
-  TrainSession dp(c, grid);
+  ProcessGrid grid = make_grid(GridOptions{1, Backend::Mpi, 60});
+  Trainer dp(c, grid);
   run(dp);
   RunConfig rc = c;
   rc.train.grad_accum = n;
   rc.parallel = ParallelConfig{};
   ProcessGrid self = self_grid();
-  TrainSession ref(rc, self);
+  Trainer ref(rc, self);
   run(ref);
   expect_same_weights(dp, ref, 1e-5, method);
   // Only trainable parameters are in buckets, and the ledger's gradient bytes are 4 × their count.
@@ -93,11 +93,11 @@ TEST(Resume, HalfThenResumeEqualsStraightEvenAtAnotherDpSize) {
     RunConfig c = fixtures::tiny_config("lora");
     c.train.steps = 4;
     c.parallel.zero = zero;
-    ProcessGrid grid = make_grid(GridOptions{1, "mpi", 60});
-    TrainSession straight(c, grid);
+    ProcessGrid grid = make_grid(GridOptions{1, Backend::Mpi, 60});
+    Trainer straight(c, grid);
     run(straight);
     RunConfig half = c;
-    TrainSession first(half, grid);
+    Trainer first(half, grid);
     first.step();
     first.step();
     first.save_checkpoint(dir);
@@ -106,7 +106,7 @@ TEST(Resume, HalfThenResumeEqualsStraightEvenAtAnotherDpSize) {
     rc.train.grad_accum = n;
     rc.parallel = ParallelConfig{};
     ProcessGrid self = self_grid();
-    TrainSession resumed(rc, self, dir);
+    Trainer resumed(rc, self, TrainerOptions{dir});
     EXPECT_EQ(resumed.step_index(), 2);
     run(resumed);
     expect_same_weights(resumed, straight, 1e-5, "zero " + std::to_string(zero));
@@ -121,11 +121,11 @@ TEST_P(TensorParallel, ShardedTrainingMatchesUnsharded) {
   const std::string variant = GetParam();
   const int n = world_size();
   RunConfig c = fixtures::tiny_config(variant == "full" ? "full" : variant == "lora" ? "lora" : "adapter");
-  if (variant == "adapter_replicated") c.peft.adapter_tp = "replicated";
-  ProcessGrid tp = make_grid(GridOptions{n, "mpi", 60});
-  TrainSession sharded(c, tp);
+  if (variant == "adapter_replicated") c.peft.adapter_tp = AdapterTp::Replicated;
+  ProcessGrid tp = make_grid(GridOptions{n, Backend::Mpi, 60});
+  Trainer sharded(c, tp);
   ProcessGrid self = self_grid();
-  TrainSession ref(c, self);
+  Trainer ref(c, self);
   // Step by step: the same loss (forward), then the same weights after the optimizer.
   while (!ref.done()) {
     const double a = sharded.step().loss, b = ref.step().loss;
@@ -135,7 +135,7 @@ TEST_P(TensorParallel, ShardedTrainingMatchesUnsharded) {
   // Checkpoints hold whole tensors: one saved at TP = n loads and evaluates the same at TP = 1.
   const std::string dir = "/tmp/deltashard_tp_ckpt_" + std::to_string(static_cast<long>(getppid()));
   sharded.save_checkpoint(dir);
-  TrainSession again(c, self);
+  Trainer again(c, self);
   again.load_trainable(dir);
   EXPECT_NEAR(again.evaluate().loss, sharded.evaluate().loss, 1e-4);
   MPI_Barrier(MPI_COMM_WORLD);
@@ -148,11 +148,11 @@ INSTANTIATE_TEST_SUITE_P(Variants, TensorParallel,
 TEST(TensorParallelLedger, LoraAddsNoCollectiveShardedAdaptersAddTwoPerLayerEachWay) {
   const int n = world_size();
   if (n == 1) GTEST_SKIP() << "needs more than one rank";
-  ProcessGrid tp = make_grid(GridOptions{n, "mpi", 60});
+  ProcessGrid tp = make_grid(GridOptions{n, Backend::Mpi, 60});
   auto one_step = [&](const std::string& method, const std::string& adapter_tp) {
     RunConfig c = fixtures::tiny_config(method);
-    c.peft.adapter_tp = adapter_tp;
-    TrainSession s(c, tp);
+    c.peft.adapter_tp = *enum_from<AdapterTp>(adapter_tp);
+    Trainer s(c, tp);
     const StepResult r = s.step();
     return std::make_pair(sum_records(r.comm, "tp", "fwd", "").calls, sum_records(r.comm, "tp", "bwd", "").calls);
   };
@@ -182,9 +182,9 @@ TEST(DryRunGrid, RecordsTheSameScheduleAsRealProcesses) {
         c.parallel.tp = tp;
         c.parallel.zero = zero;
         c.parallel.bucket_mb = 0.002;
-        ProcessGrid real = make_grid(GridOptions{tp, "mpi", 60});
+        ProcessGrid real = make_grid(GridOptions{tp, Backend::Mpi, 60});
         ProcessGrid dry = make_dry_run_grid(n / tp, tp);
-        TrainSession a(c, real), b(c, dry);
+        Trainer a(c, real), b(c, dry);
         auto key = [](const std::vector<CommRecord>& rs) {
           std::vector<std::string> out;
           for (const auto& r : rs) {
@@ -213,31 +213,31 @@ TEST(TensorParallelCheckpoint, SavedAtTp2ResumesAndMergesAtTp1AndTp4) {
   RunConfig one = c;  // dp 1: two micro-batches make the same global batch as dp 2
   one.train.grad_accum = 2;
   ProcessGrid self = self_grid();
-  TrainSession straight(one, self);
+  Trainer straight(one, self);
   run(straight);
 
   RunConfig c22 = c;
   c22.parallel.tp = 2;
-  ProcessGrid g22 = make_grid(GridOptions{2, "mpi", 60});
-  TrainSession first(c22, g22);
+  ProcessGrid g22 = make_grid(GridOptions{2, Backend::Mpi, 60});
+  Trainer first(c22, g22);
   first.step();
   first.step();
   first.save_checkpoint(dir);
 
   RunConfig c4 = one;
   c4.parallel.tp = 4;
-  ProcessGrid g4 = make_grid(GridOptions{4, "mpi", 60});
-  TrainSession at4(c4, g4, dir);
+  ProcessGrid g4 = make_grid(GridOptions{4, Backend::Mpi, 60});
+  Trainer at4(c4, g4, TrainerOptions{dir});
   EXPECT_EQ(at4.step_index(), 2);
   run(at4);
   expect_same_weights(at4, straight, 1e-4, "resumed at tp 4");
-  TrainSession at1(one, self, dir);
+  Trainer at1(one, self, TrainerOptions{dir});
   run(at1);
   expect_same_weights(at1, straight, 1e-4, "resumed at tp 1");
 
-  for (TrainSession* s : {&at4, &at1}) {
+  for (Trainer* s : {&at4, &at1}) {
     const double unmerged = s->evaluate().loss;
-    s->merge_lora(true);
+    for (auto& [name, layer] : lora_layers(s->model())) layer->merge();
     EXPECT_NEAR(s->evaluate().loss, unmerged, 1e-5 * unmerged);
   }
   MPI_Barrier(MPI_COMM_WORLD);
@@ -251,21 +251,21 @@ TEST(TensorParallelLlama, ShardedGqaSwigluLoraMatchesUnsharded) {
   const int n = world_size();
   if (n % 2 != 0) GTEST_SKIP() << "needs an even number of ranks";
   RunConfig c = fixtures::tiny_config("lora");
-  c.model.norm = "rmsnorm";
-  c.model.activation = "swiglu";
-  c.model.positions = "rope";
+  c.model.norm = NormKind::RmsNorm;
+  c.model.activation = Activation::SwiGlu;
+  c.model.positions = Positions::Rope;
   c.model.bias = false;
   c.model.n_kv_head = 2;
   c.model.tie_embeddings = false;
   c.peft.targets = {"q", "k", "v", "o", "gate", "up", "down"};
   c.parallel.tp = 2;
-  ProcessGrid tp = make_grid(GridOptions{2, "mpi", 60});
-  TrainSession sharded(c, tp);
+  ProcessGrid tp = make_grid(GridOptions{2, Backend::Mpi, 60});
+  Trainer sharded(c, tp);
   RunConfig rc = c;
   rc.parallel = ParallelConfig{};
   rc.train.grad_accum = n / 2;  // the same global batch on one rank
   ProcessGrid self = self_grid();
-  TrainSession ref(rc, self);
+  Trainer ref(rc, self);
   while (!ref.done()) {
     const double a = sharded.step().loss, b = ref.step().loss;
     EXPECT_NEAR(a, b, 1e-5 * std::abs(b));

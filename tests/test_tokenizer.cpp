@@ -9,7 +9,7 @@
 #include <sstream>
 
 #include "core/bpe_tokenizer.h"
-#include "core/json_writer.h"
+#include "core/json.h"
 #include "core/safetensors.h"
 #include "core/token_dataset.h"
 
@@ -151,7 +151,12 @@ TEST(BpeTokenizer, DatasetSplitsOnBytesThenEncodes) {
 
 TEST(JsonText, DecodedTextIsValidUtf8Json) {
   // Generated text can end inside a character; --json must still print valid JSON (UTF-8).
-  EXPECT_EQ(json_escape("naïve 🙂"), "\"naïve 🙂\"");
-  EXPECT_EQ(json_escape(std::string("a\xf0\x9f") + "b\x01\xff\xc0\xaf"), "\"a\\ufffd\\ufffdb\\u0001\\ufffd\\ufffd\\ufffd\"");
-  EXPECT_EQ(json_escape("\xed\xa0\x80"), "\"\\ufffd\\ufffd\\ufffd\"");  // a UTF-16 surrogate
+  EXPECT_EQ(json_line(Json("naïve 🙂")), "\"naïve 🙂\"");
+  const std::string fffd = "\xef\xbf\xbd";  // U+FFFD in UTF-8
+  for (const std::string bad : {std::string("a\xf0\x9f") + "b\x01\xff\xc0\xaf", std::string("\xed\xa0\x80")}) {
+    const std::string line = json_line(Json(bad));
+    const std::string back = Json::parse(line).get<std::string>();  // parses: valid UTF-8 JSON
+    EXPECT_NE(back.find(fffd), std::string::npos) << line;
+  }
+  EXPECT_EQ(Json::parse(json_line(Json(std::string("a\xf0\x9f") + "b"))).get<std::string>().front(), 'a');
 }

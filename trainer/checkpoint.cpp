@@ -1,67 +1,200 @@
 #include "trainer/checkpoint.h"
 
-#include <yaml-cpp/yaml.h>
+#include <set>
 
-#include <filesystem>
-#include <fstream>
-
-#include "core/json_writer.h"
+#include "core/dir_layout.h"
+#include "core/files.h"
+#include "core/json.h"
+#include "core/model_io.h"
+#include "dist/tp_gather.h"
+#include "trainer/trainer.h"
 
 namespace ds {
 
-namespace fs = std::filesystem;
+namespace {
 
-void write_checkpoint(const std::string& dir, const CheckpointFiles& f) {
-  const fs::path target(dir);
-  const fs::path tmp = target.string() + ".tmp";
-  const fs::path old = target.string() + ".old";
-  std::error_code ec;
-  fs::remove_all(tmp, ec);
-  if (target.has_parent_path()) fs::create_directories(target.parent_path(), ec);
-  if (!fs::create_directories(tmp, ec) && ec) throw FileError(tmp.string() + ": cannot create: " + ec.message());
-  write_safetensors((tmp / "trainable.safetensors").string(), f.trainable, {{"format", "pt"}});
-  write_safetensors((tmp / "optimizer.safetensors").string(), f.optimizer, {{"format", "pt"}});
-  write_file_atomic((tmp / "config.yaml").string(), f.config_yaml);
-  if (f.extra) f.extra(tmp.string());
-  Json s = Json::object();
-  s["format"] = 1;
-  s["step"] = f.state.step;
-  s["optimizer_steps"] = f.state.optimizer_steps;
-  s["dp"] = f.state.dp;
-  s["tp"] = f.state.tp;
-  s["method"] = f.state.method;
-  write_file_atomic((tmp / "state.json").string(), s.dump(2) + "\n");
-  // Swap: DIR -> DIR.old, DIR.tmp -> DIR, drop DIR.old.
-  fs::remove_all(old, ec);
-  if (fs::exists(target)) {
-    fs::rename(target, old, ec);
-    if (ec) throw FileError(dir + ": cannot move the previous checkpoint aside: " + ec.message());
-  }
-  fs::rename(tmp, target, ec);
-  if (ec) throw FileError(dir + ": cannot move the new checkpoint in place: " + ec.message());
-  fs::remove_all(old, ec);
+Json state_json(const CheckpointState& s) {
+  Json j = Json::object();
+  j["format"] = kFormatVersion;
+  j["step"] = s.step;
+  j["optimizer_steps"] = s.optimizer_steps;
+  j["dp"] = s.dp;
+  j["tp"] = s.tp;
+  j["method"] = enum_name(s.method);
+  j["model"] = s.model;
+  return j;
 }
 
-std::string checkpoint_dir_to_read(const std::string& dir) {
-  if (fs::exists(fs::path(dir) / "state.json")) return dir;
-  if (fs::exists(fs::path(dir + ".old") / "state.json")) return dir + ".old";
-  throw FileError(dir + ": not a checkpoint directory (no state.json)");
+void write_latest(const std::string& root, const std::string& step_name) {
+  write_file_atomic(root + "/latest", step_name + "\n");
+}
+
+// Removes incomplete step directories and all but the newest kept complete ones; marker first.
+void prune(const std::string& root, const std::string& keep_dir) {
+  const auto complete = complete_steps(root);
+  std::set<std::string> keep{keep_dir};
+  for (size_t i = complete.size() > kCheckpointsKept ? complete.size() - kCheckpointsKept : 0; i < complete.size(); ++i) {
+    keep.insert(complete[i].second);
+  }
+  for (const auto& name : list_dir(root)) {
+    const std::string dir = root + "/" + name;
+    if (!step_of(name) || !is_directory(dir) || keep.count(dir)) continue;
+    remove_file(dir + "/" + kMarkerName);
+    remove_tree(dir);
+  }
+}
+
+}  // namespace
+
+std::string write_checkpoint(const std::string& root, const CheckpointFiles& f) {
+  if (!claim_output_dir(root, DirKind::Checkpoints, "checkpoint.dir")) write_marker(root, DirKind::Checkpoints);
+  const std::string name = step_dir_name(f.state.step);
+  const std::string dir = root + "/" + name;
+  for (const auto& [step, d] : complete_steps(root)) {
+    if (d == dir) {  // already saved at this step
+      write_latest(root, name);
+      return dir;
+    }
+  }
+  remove_tree(dir);  // an incomplete leftover of a crash: ours, inside our root
+  make_dirs(dir);
+  std::vector<std::string> files{"trainable.safetensors", "optimizer.safetensors", "config.yaml", "state.json"};
+  write_safetensors(dir + "/trainable.safetensors", f.trainable, {{"format", "pt"}});
+  write_safetensors(dir + "/optimizer.safetensors", f.optimizer, {{"format", "pt"}});
+  write_file_atomic(dir + "/config.yaml", f.config_yaml);
+  if (f.extra) {
+    for (const auto& x : f.extra(dir)) files.push_back(x);
+  }
+  write_file_atomic(dir + "/state.json", json_pretty(state_json(f.state)));
+  write_marker(dir, DirKind::Checkpoint, files);
+  write_latest(root, name);
+  prune(root, dir);
+  return dir;
+}
+
+namespace {
+NamedTensors detached(const std::vector<std::pair<std::string, torch::Tensor>>& v) {
+  NamedTensors out;
+  for (const auto& [n, t] : v) out.emplace_back(n, t.detach());
+  return out;
+}
+}  // namespace
+
+void save_checkpoint(Trainer& t, const std::string& root) {
+  ProcessGrid& grid = t.grid();
+  const RunConfig& cfg = t.config();
+  const auto shards = collect_param_shards(*t.model());
+  CheckpointFiles f;
+  f.trainable = gather_tp(detached(t.trainable()), shards, *grid.tp_group, "checkpoint.gather_params");
+  const auto m = t.grad_sync().unflatten(t.optimizer().m);
+  const auto v = t.grad_sync().unflatten(t.optimizer().v);
+  NamedTensors moments;
+  for (const auto& [n, p] : t.trainable()) {
+    moments.emplace_back("exp_avg." + n, m.at(n));
+    moments.emplace_back("exp_avg_sq." + n, v.at(n));
+  }
+  std::map<std::string, ParamShard> moment_shards;
+  for (const auto& [n, s] : shards) {
+    moment_shards["exp_avg." + n] = s;
+    moment_shards["exp_avg_sq." + n] = s;
+  }
+  f.optimizer = gather_tp(moments, moment_shards, *grid.tp_group, "checkpoint.gather_state");
+  f.state = {t.step_index(), t.optimizer().steps(), grid.dp, grid.tp, cfg.peft.method, field_texts(cfg.model)};
+  for (const char* k : {"path", "dtype", "check_finite"}) f.state.model.erase(k);
+  f.config_yaml = dump_run_config(cfg);
+  if (cfg.peft.method == PeftMethod::Full) {
+    // A fully fine-tuned checkpoint is also a model directory that model.path can load.
+    const NamedTensors base = gather_tp(base_tensors(t.model()), shards, *grid.tp_group, "checkpoint.gather_base");
+    const ModelConfig mc = cfg.model;
+    f.extra = [base, mc](const std::string& d) { return write_model_files(d, mc, base, 0, mc.path); };
+  }
+  if (grid.world_rank == 0) write_checkpoint(root, f);
+  grid.world->barrier("checkpoint.done");
+}
+
+void load_trainable(Transformer& model, const RunConfig& cfg, const std::string& checkpoint) {
+  const std::string dir = resolve_checkpoint(checkpoint);
+  const std::string path = dir + "/trainable.safetensors";
+  const SafetensorsFile f = read_safetensors(path);
+  std::set<std::string> params, trainable;
+  for (const auto& item : model->named_parameters()) {
+    params.insert(item.key());
+    if (item.value().requires_grad()) trainable.insert(item.key());
+  }
+  for (const auto& [name, t] : f.tensors) {
+    if (!params.count(name)) {
+      throw FileError(path + ": tensor '" + name + "' is not a parameter of this model with peft.method " +
+                      enum_name(cfg.peft.method) + " (was the checkpoint made with another method or targets?)");
+    }
+  }
+  LoadOptions lo;
+  lo.check_finite = true;
+  load_params(*model, f.tensors, path, [&](const std::string& n) { return trainable.count(n) > 0; }, lo);
+}
+
+void load_optimizer_state(Trainer& t, const std::string& dir) {
+  const std::string path = dir + "/optimizer.safetensors";
+  const SafetensorsFile f = read_safetensors(path);
+  const auto shards = collect_param_shards(*t.model());
+  std::map<std::string, torch::Tensor> m, v;
+  for (const auto& [n, p] : t.trainable()) {
+    auto sh = shards.find(n);
+    const ParamShard s = sh != shards.end() ? sh->second : ParamShard{};
+    for (const auto& [key, out] : {std::pair<std::string, std::map<std::string, torch::Tensor>*>{"exp_avg." + n, &m},
+                                   {"exp_avg_sq." + n, &v}}) {
+      const torch::Tensor& x = f.at(key, path);
+      if (!x.is_floating_point()) throw FileError(path + ": tensor '" + key + "' is not a floating-point type");
+      if (x.sizes().vec() != full_shape(p, s)) throw FileError(path + ": tensor '" + key + "' has the wrong shape");
+      if (!torch::isfinite(x).all().item<bool>()) throw FileError(path + ": tensor '" + key + "' holds NaN or Inf");
+      (*out)[n] = local_shard(x, s).to(p.device(), torch::kFloat);
+    }
+  }
+  t.optimizer().m = t.grad_sync().flatten(m);
+  t.optimizer().v = t.grad_sync().flatten(v);
+  t.optimizer().set_steps(read_checkpoint_state(dir).optimizer_steps);
 }
 
 CheckpointState read_checkpoint_state(const std::string& dir) {
   const std::string path = dir + "/state.json";
+  if (!is_regular_file(path)) throw FileError(path + ": missing: not a complete checkpoint");
+  const Json j = read_json_file(path);
+  const JsonFields n(j, path);
   CheckpointState s;
-  try {
-    YAML::Node n = YAML::LoadFile(path);
-    s.step = n["step"].as<int64_t>();
-    s.optimizer_steps = n["optimizer_steps"].as<int64_t>();
-    s.dp = n["dp"].as<int>();
-    s.tp = n["tp"].as<int>();
-    s.method = n["method"].as<std::string>();
-  } catch (const YAML::Exception& e) {
-    throw FileError(path + ": corrupt or incomplete checkpoint state: " + e.what());
+  s.step = n.need_int("step");
+  s.optimizer_steps = n.need_int("optimizer_steps");
+  if (s.step < 0) n.fail("step", "is negative (" + std::to_string(s.step) + ")");
+  if (s.optimizer_steps < 0 || s.optimizer_steps > s.step) {
+    n.fail("optimizer_steps", std::to_string(s.optimizer_steps) + " is not in [0, step]");
+  }
+  const int64_t dp = n.need_int("dp"), tp = n.need_int("tp");
+  if (dp < 1 || tp < 1) n.fail(dp < 1 ? "dp" : "tp", "must be at least 1");
+  s.dp = static_cast<int>(dp);
+  s.tp = static_cast<int>(tp);
+  const std::string method = n.need_string("method");
+  const auto m = enum_from<PeftMethod>(method);
+  if (!m) n.fail("method", "'" + method + "' is not one of " + join_choices(enum_choices<PeftMethod>()));
+  s.method = *m;
+  if (!n.has("model") || !n.at("model").is_object()) n.fail("model", "is missing (the model's sizes)");
+  for (const auto& kv : n.at("model").items()) {
+    if (!kv.value().is_string()) n.fail("model." + kv.key(), "expected a string");
+    s.model[kv.key()] = kv.value().get<std::string>();
   }
   return s;
+}
+
+void check_checkpoint_matches(const CheckpointState& s, const RunConfig& cfg, const std::string& dir) {
+  const std::string path = dir + "/state.json";
+  if (s.method != cfg.peft.method) {
+    throw FileError(path + ": method " + enum_name(s.method) + " does not match this run's peft.method " +
+                    enum_name(cfg.peft.method));
+  }
+  const auto have = field_texts(cfg.model);
+  for (const auto& [k, v] : s.model) {
+    auto it = have.find(k);
+    if (it != have.end() && it->second != v) {
+      throw FileError(path + ": model." + k + " is " + v + " in the checkpoint, " + it->second + " in this run");
+    }
+  }
 }
 
 }  // namespace ds

@@ -1,20 +1,29 @@
-// Checkpoint directories: trainable.safetensors (the trainable parameters, whole, by parameter
-// name), optimizer.safetensors (AdamW moments by parameter name, and the RNG state), state.json
-// and config.yaml. The directory is replaced atomically: written as DIR.tmp, then swapped in by
-// renames, so a crash leaves the previous checkpoint (as DIR, or DIR.old mid-swap) usable.
+// Checkpoints in the step layout of core/dir_layout.h. A step directory holds
+// trainable.safetensors (the trainable parameters, whole, by parameter name), optimizer.safetensors
+// (AdamW moments by parameter name), state.json (step, optimizer steps, the grid it was written on,
+// the method and the model's sizes), config.yaml (the resolved run config), the model files for a
+// full fine-tune (so it is also a model directory), and its marker, written last. The newest
+// complete checkpoint is never removed before a newer one is complete.
 #pragma once
 
+#include <functional>
+#include <map>
 #include <string>
 
 #include "core/safetensors.h"
+#include "core/transformer.h"
+#include "trainer/run_config.h"
 
 namespace ds {
+
+class Trainer;
 
 struct CheckpointState {
   int64_t step = 0;
   int64_t optimizer_steps = 0;
   int dp = 1, tp = 1;
-  std::string method;
+  PeftMethod method = PeftMethod::Lora;
+  std::map<std::string, std::string> model;  // architecture fields as text (field_texts)
 };
 
 struct CheckpointFiles {
@@ -22,13 +31,33 @@ struct CheckpointFiles {
   NamedTensors optimizer;
   CheckpointState state;
   std::string config_yaml;
-  // Optional extra files written into the same directory (e.g. a model directory's files).
-  std::function<void(const std::string& dir)> extra;
+  // Extra files written into the step directory before its marker (a model directory's), by name.
+  std::function<std::vector<std::string>(const std::string& dir)> extra;
 };
 
-void write_checkpoint(const std::string& dir, const CheckpointFiles& files);
-// The directory to read: DIR, or DIR.old when a swap was interrupted. Throws FileError.
-std::string checkpoint_dir_to_read(const std::string& dir);
-CheckpointState read_checkpoint_state(const std::string& dir);
+// Checkpoints kept in a root: the newest complete ones, older ones removed once a newer one is
+// complete.
+constexpr int kCheckpointsKept = 2;
+
+// Rank 0 only: DIR/step-N written (marker last), DIR/latest renamed into place, old steps pruned.
+// `root` is refused when it exists and is not a DeltaShard checkpoint root (or empty). A complete
+// step N already there is left as it is (a step's checkpoint is a function of the run).
+// Returns the step directory.
+std::string write_checkpoint(const std::string& root, const CheckpointFiles& files);
+
+// All ranks call; TP shards and ZeRO shards are gathered, rank 0 writes.
+void save_checkpoint(Trainer& trainer, const std::string& root);
+
+// A checkpoint's trainable parameters (root or step directory) into `model`, each rank its slice.
+// FileError naming the file and tensor for a tensor the model lacks, a shape that disagrees, an
+// integer tensor or NaN/Inf.
+void load_trainable(Transformer& model, const RunConfig& cfg, const std::string& checkpoint);
+// AdamW moments and step count of a step directory into the trainer.
+void load_optimizer_state(Trainer& trainer, const std::string& step_dir);
+
+// state.json, validated: FileError naming the file and the field.
+CheckpointState read_checkpoint_state(const std::string& step_dir);
+// The run must match the checkpoint's method and model sizes.
+void check_checkpoint_matches(const CheckpointState& state, const RunConfig& cfg, const std::string& step_dir);
 
 }  // namespace ds

@@ -2,16 +2,16 @@
 
 #include <sstream>
 
-#include "trainer/cli.h"
+#include "core/errors.h"
 
 namespace ds {
 
 RunConfig config_for_method(RunConfig cfg, const std::string& method) {
-  if (method == "lora" || method == "full" || method == "none" || method == "adapter") {
-    cfg.peft.method = method;
+  if (const auto m = enum_from<PeftMethod>(method)) {
+    cfg.peft.method = *m;
   } else if (method == "adapter_sharded" || method == "adapter_replicated") {
-    cfg.peft.method = "adapter";
-    cfg.peft.adapter_tp = method.substr(8);
+    cfg.peft.method = PeftMethod::Adapter;
+    cfg.peft.adapter_tp = *enum_from<AdapterTp>(method.substr(8));
   } else {
     throw UsageError("--methods: unknown method '" + method +
                      "' (lora, adapter_sharded, adapter_replicated, adapter, full, none)");
@@ -19,13 +19,18 @@ RunConfig config_for_method(RunConfig cfg, const std::string& method) {
   return cfg;
 }
 
-std::vector<std::string> split_methods(const std::string& list) {
+std::vector<std::string> split_names(const std::string& list) {
   std::vector<std::string> out;
   std::stringstream ss(list);
   std::string m;
   while (std::getline(ss, m, ',')) {
     if (!m.empty()) out.push_back(m);
   }
+  return out;
+}
+
+std::vector<std::string> split_methods(const std::string& list) {
+  std::vector<std::string> out = split_names(list);
   if (out.empty()) throw UsageError("--methods: empty list");
   return out;
 }

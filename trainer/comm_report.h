@@ -5,7 +5,7 @@
 #include <string>
 #include <vector>
 
-#include "core/json_writer.h"
+#include "core/json.h"
 #include "dist/ledger.h"
 #include "trainer/run_config.h"
 
@@ -14,6 +14,8 @@ namespace ds {
 // lora | adapter_sharded | adapter_replicated | full | adapter (the config's adapter_tp) | none.
 RunConfig config_for_method(RunConfig base, const std::string& method);
 std::vector<std::string> split_methods(const std::string& list);
+// "a,b,,c" -> {a, b, c}.
+std::vector<std::string> split_names(const std::string& list);
 
 // One step's collectives. dp_* counts everything outside the TP group: the DP gradient buckets,
 // the world bucket of LoRA's replicated factors (TP sum and DP average in one collective), and

@@ -5,7 +5,7 @@
 
 namespace ds {
 
-double peak_rss_mb() {
+double peak_rss_mib() {
   std::ifstream in("/proc/self/status");
   std::string line;
   while (std::getline(in, line)) {

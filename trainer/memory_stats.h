@@ -4,7 +4,8 @@
 
 namespace ds {
 
-double peak_rss_mb();
+// MiB (VmHWM).
+double peak_rss_mib();
 void reset_peak_rss();
 
 }  // namespace ds

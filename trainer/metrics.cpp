@@ -8,17 +8,30 @@
 #include <cstring>
 #include <stdexcept>
 
+#include "dist/mpi_env.h"
+
 namespace ds {
 
 Json comm_json(const std::vector<CommRecord>& records) {
   Json j = Json::object();
-  for (const char* g : {"dp", "tp", "world"}) {
-    const CommTotals t = sum_records(records, g, "", "");
-    j[std::string(g) + "_collectives"] = t.calls;
-    j[std::string(g) + "_bytes"] = t.bytes;
-  }
+  const CommTotals dp = sum_records(records, "dp", "", ""), tp = sum_records(records, "tp", "", ""),
+                   world = sum_records(records, "world", "", "");
+  j["dp_collectives"] = dp.calls + world.calls;
+  j["dp_bytes"] = dp.bytes + world.bytes;
+  j["tp_collectives"] = tp.calls;
+  j["tp_bytes"] = tp.bytes;
+  j["world_collectives"] = world.calls;
+  j["world_bytes"] = world.bytes;
   j["comm_ms"] = sum_records(records, "", "", "").ms;
   return j;
+}
+
+StepTimes step_times(const std::vector<double>& step_ms, const std::vector<double>& comm_ms) {
+  StepTimes t;
+  t.step_ms = all_ranks_max(median(step_ms));
+  t.comm_ms = all_ranks_max(median(comm_ms));
+  t.comm_fraction = t.step_ms > 0 ? t.comm_ms / t.step_ms : 0.0;
+  return t;
 }
 
 MetricsLog::MetricsLog(const std::string& path, bool enabled) {
@@ -33,7 +46,7 @@ MetricsLog::~MetricsLog() {
 
 void MetricsLog::write(const Json& record) {
   if (!f_) return;
-  std::fprintf(f_, "%s\n", record.dump().c_str());
+  std::fprintf(f_, "%s\n", json_line(record).c_str());
   std::fflush(f_);
 }
 

@@ -6,13 +6,24 @@
 #include <string>
 #include <vector>
 
-#include "core/json_writer.h"
+#include "core/json.h"
 #include "dist/ledger.h"
 
 namespace ds {
 
-// {dp_collectives, dp_bytes, tp_collectives, tp_bytes, world_collectives, world_bytes, comm_ms}
+// One step's collectives in the vocabulary of docs/metrics.md: {dp_collectives, dp_bytes,
+// tp_collectives, tp_bytes, world_collectives, world_bytes, comm_ms}; dp_* counts every
+// collective outside the TP group (the dp and world groups).
 Json comm_json(const std::vector<CommRecord>& records);
+
+// What every timing figure means (docs/metrics.md): the median over the timed steps of each
+// rank's wall time, then the largest over ranks (collective: every rank calls it).
+struct StepTimes {
+  double step_ms = 0;
+  double comm_ms = 0;
+  double comm_fraction = 0;  // comm_ms / step_ms
+};
+StepTimes step_times(const std::vector<double>& step_ms, const std::vector<double>& comm_ms);
 
 class MetricsLog {
  public:

@@ -1,8 +1,11 @@
 #include "trainer/run_config.h"
 
 #include <fstream>
-#include <map>
 #include <set>
+
+#include "core/dir_layout.h"
+#include "core/files.h"
+#include "core/model_io.h"
 
 namespace ds {
 
@@ -37,124 +40,154 @@ void apply_override(YAML::Node& root, const std::string& text, std::set<std::str
   overridden.insert(section + "." + key);
 }
 
+template <class T>
+void read_section(const YAML::Node& root, const char* name, const Locator& where, T& out) {
+  FieldReader r(root[name], name, where);
+  describe(r, out);
+  r.finish();
+}
+
+template <class T>
+void write_section(YAML::Emitter& e, const char* name, const T& section) {
+  e << YAML::Key << name << YAML::Value << YAML::BeginMap;
+  FieldWriter w(e);
+  describe(w, const_cast<T&>(section));
+  e << YAML::EndMap;
+}
+
+// Records where each architecture key of the model section was given.
+struct GivenKeys {
+  const YAML::Node& node;
+  const Locator& where;
+  std::map<std::string, std::string>& out;
+  template <class T, class... Rest>
+  void operator()(const char* key, T&, Rest&&...) {
+    if (node && node.IsMap() && node[key]) out[key] = where(std::string("model.") + key, node[key]);
+  }
+};
+
 }  // namespace
 
 RunConfig load_run_config(const std::string& file, const std::vector<std::string>& overrides) {
+  RunConfig cfg = parse_run_config(file, overrides);
+  resolve_run_config(cfg);
+  return cfg;
+}
+
+RunConfig parse_run_config(const std::string& file, const std::vector<std::string>& overrides) {
   RunConfig cfg;
   cfg.file = file;
-  YAML::Node root;
-  std::ifstream in(file);
-  if (!in) throw ConfigError(file + ": cannot open the configuration file");
+  std::string text;
   try {
-    root = YAML::Load(in);
+    text = read_file(file);
+  } catch (const FileError& e) {
+    throw ConfigError(std::string(e.what()) + " (the run configuration)");
+  }
+  YAML::Node root;
+  try {
+    root = YAML::Load(text);
   } catch (const YAML::ParserException& e) {
     throw ConfigError(file + ":" + std::to_string(e.mark.line + 1) + ": not valid YAML: " + e.msg);
   }
   if (root.IsNull()) root = YAML::Node(YAML::NodeType::Map);
   if (!root.IsMap()) throw ConfigError(file + ": the top level must be a mapping of sections");
+  check_duplicate_keys(root, "", file);
   std::set<std::string> overridden;
   for (const auto& o : overrides) apply_override(root, o, overridden);
   const Locator where = locator_for(file, overridden);
 
-  static const std::set<std::string> sections{"model", "peft", "data", "train", "checkpoint", "log", "parallel"};
+  static const std::vector<std::string> sections{"model", "peft", "data", "train", "checkpoint", "log", "parallel"};
   for (const auto& kv : root) {
-    if (!sections.count(kv.first.Scalar())) {
-      throw ConfigError(where(kv.first.Scalar(), kv.first) + ": " + kv.first.Scalar() +
-                        ": unknown section (known: model peft data train checkpoint log parallel)");
+    const std::string name = kv.first.Scalar();
+    if (std::find(sections.begin(), sections.end(), name) == sections.end()) {
+      throw ConfigError(where(name, kv.first) + ": " + name + ": unknown section (known: " +
+                        join_choices(sections, " ") + ")");
     }
   }
   parse_model_config(root["model"], where, cfg.model);
+  {
+    ModelConfig scratch;
+    GivenKeys g{root["model"], where, cfg.model_keys_given};
+    describe_architecture(g, scratch);
+  }
   parse_peft_config(root["peft"], where, cfg.peft);
   parse_data_config(root["data"], where, cfg.data);
-  {
-    Fields f(root["train"], "train", where);
-    auto& t = cfg.train;
-    const int64_t big = int64_t{1} << 40;
-    f.get("steps", t.steps, 0, big);
-    f.get("micro_batch", t.micro_batch, 1, 1 << 20);
-    f.get("grad_accum", t.grad_accum, 1, 1 << 20);
-    f.get("seq_len", t.seq_len, 1, 1 << 24);
-    f.get("lr", t.lr, 0.0, 10.0);
-    f.get("min_lr_ratio", t.min_lr_ratio, 0.0, 1.0);
-    f.get("warmup_steps", t.warmup_steps, 0, big);
-    f.get("weight_decay", t.weight_decay, 0.0, 10.0);
-    f.get("beta1", t.beta1, 0.0, 0.999999);
-    f.get("beta2", t.beta2, 0.0, 0.999999999);
-    f.get("eps", t.eps, 0.0, 1.0);
-    f.get("grad_clip", t.grad_clip, 0.0, 1e9);
-    f.get("seed", t.seed, 0, std::numeric_limits<int64_t>::max());
-    f.get("eval_every", t.eval_every, 0, big);
-    f.get("eval_windows", t.eval_windows, 0, big);
-    f.get("threads", t.threads, 0, 4096);
-    f.get_choice("device", t.device, {"cpu", "cuda"});
-    if (t.seq_len > cfg.model.max_seq_len && cfg.model.path.empty()) {
-      f.fail("seq_len", "value " + std::to_string(t.seq_len) + " exceeds model.max_seq_len " +
-                            std::to_string(cfg.model.max_seq_len));
-    }
-    f.finish();
-  }
-  {
-    Fields f(root["checkpoint"], "checkpoint", where);
-    f.get("dir", cfg.checkpoint.dir);
-    f.get("every", cfg.checkpoint.every, 0, int64_t{1} << 40);
-    f.finish();
-  }
-  {
-    Fields f(root["log"], "log", where);
-    f.get("every", cfg.log.every, 1, int64_t{1} << 40);
-    f.get("jsonl", cfg.log.jsonl);
-    f.finish();
-  }
-  {
-    Fields f(root["parallel"], "parallel", where);
-    auto& p = cfg.parallel;
-    f.get("tp", p.tp, 1, 1 << 16);
-    f.get("bucket_mb", p.bucket_mb, 1e-6, 1e6);
-    f.get("overlap_grad_sync", p.overlap_grad_sync);
-    f.get("zero", p.zero, 0, 1);
-    f.get_choice("backend", p.backend, {"mpi", "nccl"});
-    f.get("timeout_s", p.timeout_s, 0.0, 1e7);
-    if (cfg.model.path.empty() && cfg.model.n_head % p.tp != 0) {
-      f.fail("tp", "model.n_head " + std::to_string(cfg.model.n_head) + " is not divisible by parallel.tp " +
-                       std::to_string(p.tp));
-    }
-    f.finish();
-  }
+  read_section(root, "train", where, cfg.train);
+  read_section(root, "checkpoint", where, cfg.checkpoint);
+  read_section(root, "log", where, cfg.log);
+  read_section(root, "parallel", where, cfg.parallel);
   if (cfg.data.paths.empty()) {
     throw ConfigError(file + ": data.path: is required (a text file, a directory or a glob)");
   }
   return cfg;
 }
 
+void resolve_run_config(RunConfig& cfg) {
+  ModelConfig& m = cfg.model;
+  if (!m.path.empty()) {
+    m.path = absolute_path(resolve_model_dir(absolute_path(m.path)));
+    ModelConfig dir = read_model_config(m.path);
+    if (dir.n_kv_head == dir.n_head) dir.n_kv_head = 0;
+    ModelConfig given = m;
+    if (given.n_kv_head == given.n_head) given.n_kv_head = 0;
+    const auto want = field_texts(given), have = field_texts(dir);
+    for (const auto& [key, at] : cfg.model_keys_given) {
+      if (want.at(key) != have.at(key)) {
+        throw ConfigError(at + ": model." + key + ": " + want.at(key) + " disagrees with " + m.path +
+                          "/config.json (" + have.at(key) + "); leave it out to use the model's");
+      }
+    }
+    dir.path = m.path;
+    dir.dtype = m.dtype;
+    dir.check_finite = m.check_finite;
+    m = dir;
+  } else if (m.n_kv_head == m.n_head) {
+    m.n_kv_head = 0;
+  }
+  for (auto& p : cfg.data.paths) p = absolute_path(p);
+  if (cfg.data.tokenizer == "auto") {
+    const std::string t = tokenizer_in(m.path);
+    cfg.data.tokenizer = t.empty() ? "bytes" : t;
+  } else if (cfg.data.tokenizer != "bytes") {
+    cfg.data.tokenizer = absolute_path(cfg.data.tokenizer);
+  }
+  cfg.checkpoint.dir = absolute_path(cfg.checkpoint.dir);
+  cfg.log.jsonl = absolute_path(cfg.log.jsonl);
+  if (cfg.parallel.backend == Backend::Auto) {
+    cfg.parallel.backend = cfg.train.device == Device::Cuda ? Backend::Nccl : Backend::Mpi;
+  }
+
+  const std::string& f = cfg.file;
+  if (cfg.train.seq_len > m.max_seq_len) {
+    throw ConfigError(f + ": train.seq_len: " + std::to_string(cfg.train.seq_len) + " exceeds model.max_seq_len " +
+                      std::to_string(m.max_seq_len));
+  }
+  if (m.n_head % cfg.parallel.tp != 0) {
+    throw ConfigError(f + ": parallel.tp: " + std::to_string(cfg.parallel.tp) + " does not divide model.n_head " +
+                      std::to_string(m.n_head));
+  }
+  if (m.kv_heads() % cfg.parallel.tp != 0) {
+    throw ConfigError(f + ": parallel.tp: " + std::to_string(cfg.parallel.tp) +
+                      " does not divide the model's key/value heads " + std::to_string(m.kv_heads()));
+  }
+  for (const auto& [what, width] : {std::pair<const char*, int64_t>{"model.d_ff", m.d_ff}}) {
+    if (width % cfg.parallel.tp != 0) {
+      throw ConfigError(f + ": parallel.tp: " + std::to_string(cfg.parallel.tp) + " does not divide " + what + " " +
+                        std::to_string(width));
+    }
+  }
+}
+
 std::string dump_run_config(const RunConfig& c) {
   YAML::Emitter e;
   e << YAML::BeginMap;
-  e << YAML::Key << "model" << YAML::Value << YAML::BeginMap;
-  if (!c.model.path.empty()) e << YAML::Key << "path" << YAML::Value << c.model.path;
-  e << YAML::Key << "vocab_size" << YAML::Value << c.model.vocab_size << YAML::Key << "n_layer" << YAML::Value
-    << c.model.n_layer << YAML::Key << "n_head" << YAML::Value << c.model.n_head << YAML::Key << "d_model"
-    << YAML::Value << c.model.d_model << YAML::Key << "d_ff" << YAML::Value << c.model.d_ff << YAML::Key
-    << "max_seq_len" << YAML::Value << c.model.max_seq_len << YAML::Key << "tie_embeddings" << YAML::Value
-    << c.model.tie_embeddings << YAML::EndMap;
-  const auto& p = c.peft;
-  e << YAML::Key << "peft" << YAML::Value << YAML::BeginMap << YAML::Key << "method" << YAML::Value << p.method
-    << YAML::Key << "r" << YAML::Value << p.r << YAML::Key << "alpha" << YAML::Value << p.alpha << YAML::Key
-    << "dropout" << YAML::Value << p.dropout << YAML::Key << "targets" << YAML::Value << YAML::Flow << p.targets
-    << YAML::Key << "use_rslora" << YAML::Value << p.use_rslora << YAML::Key << "lora_init" << YAML::Value
-    << p.lora_init << YAML::Key << "adapter_size" << YAML::Value << p.adapter_size << YAML::Key
-    << "adapter_reduction" << YAML::Value << p.adapter_reduction << YAML::Key << "adapter_placement"
-    << YAML::Value << p.adapter_placement << YAML::Key << "adapter_nonlinearity" << YAML::Value
-    << p.adapter_nonlinearity << YAML::Key << "adapter_tp" << YAML::Value << p.adapter_tp << YAML::EndMap;
-  e << YAML::Key << "data" << YAML::Value << YAML::BeginMap << YAML::Key << "path" << YAML::Value << YAML::Flow
-    << c.data.paths << YAML::Key << "val_fraction" << YAML::Value << c.data.val_fraction << YAML::Key << "tokenizer"
-    << YAML::Value << c.data.tokenizer << YAML::EndMap;
-  const auto& t = c.train;
-  e << YAML::Key << "train" << YAML::Value << YAML::BeginMap << YAML::Key << "steps" << YAML::Value << t.steps
-    << YAML::Key << "micro_batch" << YAML::Value << t.micro_batch << YAML::Key << "grad_accum" << YAML::Value
-    << t.grad_accum << YAML::Key << "seq_len" << YAML::Value << t.seq_len << YAML::Key << "lr" << YAML::Value
-    << t.lr << YAML::Key << "seed" << YAML::Value << t.seed << YAML::EndMap;
-  e << YAML::Key << "parallel" << YAML::Value << YAML::BeginMap << YAML::Key << "tp" << YAML::Value
-    << c.parallel.tp << YAML::Key << "zero" << YAML::Value << c.parallel.zero << YAML::EndMap;
+  write_section(e, "model", c.model);
+  write_section(e, "peft", c.peft);
+  write_section(e, "data", c.data);
+  write_section(e, "train", c.train);
+  write_section(e, "checkpoint", c.checkpoint);
+  write_section(e, "log", c.log);
+  write_section(e, "parallel", c.parallel);
   e << YAML::EndMap;
   return std::string(e.c_str()) + "\n";
 }

@@ -1,13 +1,18 @@
-// The run configuration: the YAML file's sections as plain structs, with `--set section.key=value`
-// overrides applied before validation (values parsed as YAML). Errors name the file, line and key.
+// The run configuration: the YAML file's sections as plain structs, each with its one table of
+// fields (describe), `--set section.key=value` overrides applied before validation (values parsed
+// as YAML), and resolution: model.path's sizes read in, paths made absolute, `auto` choices made.
+// The resolved config printed by dump_run_config reads back to the same run, byte for byte.
 #pragma once
 
+#include <map>
 #include <string>
 #include <vector>
 
+#include "core/dtype.h"
 #include "core/model_config.h"
 #include "core/peft.h"
 #include "core/token_dataset.h"
+#include "dist/process_grid.h"
 
 namespace ds {
 
@@ -23,33 +28,77 @@ struct TrainOptions {
   double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
   double grad_clip = 1.0;  // 0 disables
   int64_t seed = 1234;
-  int64_t eval_every = 50;   // 0: only at the start and the end
-  int64_t eval_windows = 64; // held-out windows per evaluation (0: all)
-  int threads = 0;           // intra-op threads per rank; 0: cores / ranks on this node
-  std::string device = "cpu";
+  int64_t eval_every = 50;    // 0: only at the start and the end
+  int64_t eval_windows = 64;  // held-out windows per evaluation (0: all)
+  int threads = 0;            // intra-op threads per rank; 0: cores / ranks on this node
+  Device device = Device::Cpu;
 };
 
+template <class V>
+void describe(V& v, TrainOptions& t) {
+  const int64_t big = int64_t{1} << 40;
+  v("steps", t.steps, 0, big);
+  v("micro_batch", t.micro_batch, 1, 1 << 20);
+  v("grad_accum", t.grad_accum, 1, 1 << 20);
+  v("seq_len", t.seq_len, 1, 1 << 24);
+  v("lr", t.lr, 0.0, 10.0);
+  v("min_lr_ratio", t.min_lr_ratio, 0.0, 1.0);
+  v("warmup_steps", t.warmup_steps, 0, big);
+  v("weight_decay", t.weight_decay, 0.0, 10.0);
+  v("beta1", t.beta1, 0.0, 0.999999);
+  v("beta2", t.beta2, 0.0, 0.999999999);
+  v("eps", t.eps, 0.0, 1.0);
+  v("grad_clip", t.grad_clip, 0.0, 1e9);
+  v("seed", t.seed, 0, std::numeric_limits<int64_t>::max());
+  v("eval_every", t.eval_every, 0, big);
+  v("eval_windows", t.eval_windows, 0, big);
+  v("threads", t.threads, 0, 4096);
+  v("device", t.device);
+}
+
 struct CheckpointConfig {
-  std::string dir;  // where the final (and periodic) checkpoint goes
+  std::string dir;  // where the final (and periodic) checkpoints go; empty: none
   int64_t every = 0;
 };
+
+template <class V>
+void describe(V& v, CheckpointConfig& c) {
+  v("dir", c.dir);
+  v("every", c.every, 0, int64_t{1} << 40);
+}
 
 struct LogConfig {
   int64_t every = 10;
   std::string jsonl;  // metrics file; empty: none
 };
 
+template <class V>
+void describe(V& v, LogConfig& c) {
+  v("every", c.every, 1, int64_t{1} << 40);
+  v("jsonl", c.jsonl);
+}
+
 struct ParallelConfig {
   int tp = 1;
   double bucket_mb = 25;
   bool overlap_grad_sync = false;
   int zero = 0;
-  std::string backend = "mpi";
+  Backend backend = Backend::Auto;
   double timeout_s = 300;
 };
 
+template <class V>
+void describe(V& v, ParallelConfig& p) {
+  v("tp", p.tp, 1, 1 << 16);
+  v("bucket_mb", p.bucket_mb, 1e-6, 1e6);
+  v("overlap_grad_sync", p.overlap_grad_sync);
+  v("zero", p.zero, 0, 1);
+  v("backend", p.backend);
+  v("timeout_s", p.timeout_s, 0.0, 1e7);
+}
+
 struct RunConfig {
-  std::string file;
+  std::string file;  // where it was read from, for messages
   ModelConfig model;
   PeftConfig peft;
   DataConfig data;
@@ -57,12 +106,25 @@ struct RunConfig {
   CheckpointConfig checkpoint;
   LogConfig log;
   ParallelConfig parallel;
+  // Where each architecture key of the model section was given ("file:12" or "--set model.x"),
+  // to check it against model.path's config.json. Not part of the configuration.
+  std::map<std::string, std::string> model_keys_given;
 };
 
-// Reads `file`, applies overrides ("section.key=value"), validates everything.
+// Reads `file`, applies overrides ("section.key=value"), validates every value (ConfigError
+// naming the file, line and key), and resolves it (resolve_run_config).
 RunConfig load_run_config(const std::string& file, const std::vector<std::string>& overrides);
+// The same without resolving: for callers that change model.path first (generate).
+RunConfig parse_run_config(const std::string& file, const std::vector<std::string>& overrides);
 
-// The resolved configuration as YAML, stored beside checkpoints.
+// Reads model.path's config.json (a checkpoint directory resolves to its newest complete step):
+// sizes given in the YAML must agree with it. Makes every path absolute, turns data.tokenizer auto
+// into bytes or a tokenizer.json path, and parallel.backend auto into mpi (cpu) or nccl (cuda).
+// Then the checks that need the model's sizes.
+void resolve_run_config(RunConfig& cfg);
+
+// The complete resolved configuration as YAML: every key of every section, defaults included.
+// A checkpoint's config.yaml is this text.
 std::string dump_run_config(const RunConfig& cfg);
 
 }  // namespace ds

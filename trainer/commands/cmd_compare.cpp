@@ -7,11 +7,11 @@
 #include <cstdio>
 
 #include "dist/mpi_env.h"
-#include "trainer/cli.h"
+#include "trainer/commands/cli.h"
 #include "trainer/comm_report.h"
 #include "trainer/memory_stats.h"
 #include "trainer/metrics.h"
-#include "trainer/session.h"
+#include "trainer/trainer.h"
 
 namespace ds {
 
@@ -45,7 +45,7 @@ int cmd_compare(int argc, char** argv) {
            "%d timed steps (median), backend %s\n",
            args.config.c_str(), grid.world_size, grid.dp, grid.tp, static_cast<long long>(base.train.micro_batch),
            static_cast<long long>(base.train.seq_len), static_cast<long long>(base.train.grad_accum), steps,
-           base.parallel.backend.c_str());
+           enum_name(base.parallel.backend));
     print0("# per step and rank; tp/layer: blocking TP collectives per layer (fwd + bwd); dp: every collective "
            "outside the TP group\n");
     print0("%-19s %6s %6s %8s %11s %6s %11s %9s %9s %11s %11s %9s\n", "method", "tp_fwd", "tp_bwd", "tp/layer",
@@ -54,7 +54,7 @@ int cmd_compare(int argc, char** argv) {
   Json out = Json::object();
   for (size_t i = 0; i < names.size(); ++i) {
     reset_peak_rss();
-    TrainSession s(cfgs[i], grid);
+    Trainer s(cfgs[i], grid);
     std::vector<double> step_ms, comm_ms;
     StepComm last;
     for (int k = 0; k < steps + warmup; ++k) {
@@ -65,17 +65,17 @@ int cmd_compare(int argc, char** argv) {
       comm_ms.push_back(last.comm_ms);
     }
     // Peak memory and times are per rank: report the largest over ranks.
-    const double rss = all_ranks_max(peak_rss_mb());
-    const double step_med = all_ranks_max(median(step_ms));
-    const double comm_med = all_ranks_max(median(comm_ms));
+    const double rss = all_ranks_max(peak_rss_mib());
+    const StepTimes times = step_times(step_ms, comm_ms);
+    const double step_med = times.step_ms, comm_med = times.comm_ms;
     Json j = Json::object();
     put_step_comm(j, last);
     j["comm_ms"] = comm_med;
     j["step_ms"] = step_med;
-    j["comm_fraction"] = step_med > 0 ? comm_med / step_med : 0.0;
+    j["comm_fraction"] = times.comm_fraction;
     j["trainable_params"] = s.report().trainable_params;
     j["optimizer_state_bytes"] = s.optimizer().state_bytes();
-    j["peak_rss_mb"] = rss;
+    j["peak_rss_mib"] = rss;
     out[names[i]] = j;
     if (!args.json) {
       print0("%-19s %6lld %6lld %8.2f %11s %6lld %11s %9.2f %9.1f %11s %11s %9.1f\n", names[i].c_str(),
@@ -86,7 +86,7 @@ int cmd_compare(int argc, char** argv) {
              human_bytes(static_cast<double>(s.optimizer().state_bytes())).c_str(), rss);
     }
   }
-  if (args.json) print0("%s\n", out.dump().c_str());
+  if (args.json) print0("%s\n", json_line(out).c_str());
   return 0;
 }
 

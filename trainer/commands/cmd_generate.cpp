@@ -11,8 +11,9 @@
 #include "core/tokenizer.h"
 #include "dist/mpi_env.h"
 #include "trainer/checkpoint.h"
-#include "trainer/cli.h"
-#include "trainer/session.h"
+#include "trainer/commands/cli.h"
+#include "core/dir_layout.h"
+#include "trainer/model_builder.h"
 
 namespace ds {
 
@@ -23,8 +24,9 @@ int cmd_generate(int argc, char** argv) {
   bool greedy = false;
   double temperature = 0;
   int64_t top_k = 0;
+  std::string dtype, device;
   po::options_description desc("deltashard generate");
-  add_common(desc, args, false);
+  add_common(desc, args, false, false);
   desc.add_options()("model", po::value<std::string>(&model_dir), "model directory (DeltaShard, GPT-2 or LLaMA layout)")(
       "checkpoint", po::value<std::string>(&checkpoint), "apply this checkpoint's trainable parameters")(
       "prompt", po::value<std::string>(&prompt), "prompt text (the tokenizer's, or bytes for 256-token vocabularies)")(
@@ -34,7 +36,9 @@ int cmd_generate(int argc, char** argv) {
       "greedy", po::bool_switch(&greedy), "argmax decoding (the default unless --temperature is given)")(
       "temperature", po::value<double>(&temperature), "sample with this temperature")(
       "top-k", po::value<int64_t>(&top_k), "sample among the k most likely tokens")(
-      "seed", po::value<uint64_t>(&opt.seed), "sampling seed (default 0)");
+      "seed", po::value<uint64_t>(&opt.seed), "sampling seed (default 0)")(
+      "dtype", po::value<std::string>(&dtype), "the base's type in memory: fp32, bf16, fp16 (default: the checkpoint's, else fp32)")(
+      "device", po::value<std::string>(&device), "cpu or cuda (default: the checkpoint's, else cpu)");
   const std::string usage =
       "deltashard generate --model DIR [--checkpoint DIR] (--prompt TEXT | --prompt-ids 1,2,3) --max-new-tokens N "
       "[--greedy | --temperature T --top-k K] [--json]";
@@ -43,26 +47,38 @@ int cmd_generate(int argc, char** argv) {
   if (prompt.empty() == prompt_ids.empty()) throw UsageError("give exactly one of --prompt or --prompt-ids");
   if (greedy && (temperature > 0 || top_k > 0)) throw UsageError("--greedy excludes --temperature and --top-k");
   if (top_k < 0) throw UsageError("--top-k must be >= 0");
+  if (opt.max_new_tokens < 1) throw UsageError("--max-new-tokens must be >= 1, got " + std::to_string(opt.max_new_tokens));
   opt.greedy = !(temperature > 0 || top_k > 0);
   opt.temperature = temperature > 0 ? temperature : 1.0;
   opt.top_k = top_k;
 
-  // One process, unsharded: a session over MPI_COMM_SELF without data.
+  // One process, unsharded, no data: the model builder alone.
   RunConfig cfg;
   cfg.file = "generate";
-  cfg.peft.method = "none";
-  if (!checkpoint.empty()) {
-    const std::string dir = checkpoint_dir_to_read(checkpoint);
-    cfg = load_run_config(dir + "/config.yaml", {});
-  }
+  cfg.peft.method = PeftMethod::None;
+  if (!checkpoint.empty()) cfg = parse_run_config(resolve_checkpoint(checkpoint) + "/config.yaml", {});
   cfg.model.path = model_dir;
-  cfg.train.seq_len = read_model_config(model_dir).max_seq_len;  // no training: only the bound matters
+  if (!dtype.empty()) {
+    const auto d = enum_from<DType>(dtype);
+    if (!d) throw UsageError("--dtype: '" + dtype + "' is not one of " + join_choices(enum_choices<DType>()));
+    cfg.model.dtype = *d;
+  }
+  if (!device.empty()) {
+    const auto d = enum_from<Device>(device);
+    if (!d) throw UsageError("--device: '" + device + "' is not one of " + join_choices(enum_choices<Device>()));
+    cfg.train.device = *d;
+  }
   cfg.parallel = ParallelConfig{};
   cfg.train.threads = 0;
-  ProcessGrid grid = make_grid(GridOptions{1, "mpi", 0, MPI_COMM_SELF});
-  TrainSession s(cfg, grid, "", false);
-  if (!checkpoint.empty()) s.load_trainable(checkpoint);
-  const ModelConfig& mc = s.model()->cfg;
+  cfg.train.seq_len = 1;  // no training: generation checks its own bound against max_seq_len
+  cfg.data.tokenizer = "bytes";  // generation finds its tokenizer below (--tokenizer or the model's)
+  resolve_run_config(cfg);
+  ProcessGrid grid = make_grid(GridOptions{1, Backend::Mpi, 0, MPI_COMM_SELF});
+  set_threads(cfg);
+  BuiltModel b = build_model(cfg, *grid.tp_group);
+  if (!checkpoint.empty()) load_trainable(b.model, cfg, checkpoint);
+  model_dir = cfg.model.path;
+  const ModelConfig& mc = b.model->cfg;
   if (tokenizer_path.empty()) tokenizer_path = tokenizer_in(model_dir);
   std::optional<BpeTokenizer> tok;
   if (!tokenizer_path.empty()) {
@@ -90,18 +106,18 @@ int cmd_generate(int argc, char** argv) {
   }
   std::vector<int64_t> out;
   try {
-    out = generate(s.model(), ids, opt);
+    out = generate(b.model, ids, opt);
   } catch (const std::invalid_argument& e) {
     throw UsageError(e.what());
   }
   Json j = Json::object();
   Json toks = Json::array();
-  for (int64_t t : out) toks.push(t);
-  j["tokens"] = toks;
+  for (int64_t t : out) toks.push_back(t);
+  j["ids"] = toks;
   j["prompt_tokens"] = static_cast<int64_t>(ids.size());
   if (tok || bytes) j["text"] = to_text(out);
   if (args.json) {
-    print0("%s\n", j.dump().c_str());
+    print0("%s\n", json_line(j).c_str());
   } else if (tok || bytes) {
     write0((prompt.empty() ? to_text(ids) : prompt) + to_text(out) + "\n");
   } else {

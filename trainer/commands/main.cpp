@@ -1,6 +1,8 @@
 // deltashard: the command line. Initialises MPI (a plain run is a world of one), dispatches to a
 // subcommand, and turns every error into one line and a non-zero exit on every rank.
+#include <chrono>
 #include <cstdio>
+#include <thread>
 #include <cstring>
 #include <map>
 #include <string>
@@ -9,7 +11,7 @@
 #include "core/yaml_fields.h"
 #include "dist/check.h"
 #include "dist/mpi_env.h"
-#include "trainer/cli.h"
+#include "trainer/commands/cli.h"
 
 namespace {
 
@@ -54,37 +56,48 @@ int main(int argc, char** argv) {
   auto it = commands().find(name);
   int code = 0;
   std::string error;
-  bool everywhere = true;  // errors that every rank hits alike are printed once, by rank 0
   try {
     if (it == commands().end()) throw ds::UsageError("unknown command '" + name + "' (see deltashard --help)");
     code = it->second.run(argc - 1, argv + 1);
   } catch (const ds::UsageError& e) {
     error = e.what();
-    everywhere = false;
-    code = 2;
+    code = ds::kExitUsage;
   } catch (const ds::ConfigError& e) {
     error = e.what();
-    everywhere = false;
-    code = 2;
+    code = ds::kExitUsage;
   } catch (const ds::FileError& e) {
     error = e.what();
-    code = 1;
+    code = ds::kExitFile;
+  } catch (const ds::CommError& e) {
+    error = e.what();
+    code = ds::kExitComm;
+  } catch (const std::bad_alloc&) {
+    error = "out of memory (an allocation failed; try a smaller train.micro_batch or seq_len, or more ranks)";
+    code = ds::kExitOther;
   } catch (const std::exception& e) {
     error = e.what();
-    code = 1;
+    code = ds::kExitOther;
   }
   if (!error.empty()) {
     // One line: the first line of the message (LibTorch appends a backtrace to its own).
     error = error.substr(0, error.find('\n'));
     const int rank = ds::world_rank(), size = ds::world_size();
-    if (!everywhere || size == 1) {
-      if (rank == 0) std::fprintf(stderr, "deltashard: error: %s\n", error.c_str());
+    if (size == 1) {
+      std::fprintf(stderr, "deltashard: error: %s\n", error.c_str());
+      return code;
+    }
+    // Printed once: rank 0 reports and ends the job at once. Another rank waits a moment first:
+    // when rank 0 hit the same error (bad input reaches every rank alike), rank 0's abort ends
+    // this process before it prints; when it failed alone, its message comes, naming it. Either
+    // way the job ends, and no peer waits in a collective for a rank that is gone.
+    if (rank != 0) std::this_thread::sleep_for(std::chrono::seconds(3));
+    if (rank == 0) {
+      std::fprintf(stderr, "deltashard: error: %s\n", error.c_str());
     } else {
       std::fprintf(stderr, "deltashard: error: rank %d: %s\n", rank, error.c_str());
     }
     std::fflush(stderr);
-    // A rank that fails alone must not leave its peers waiting in a collective.
-    if (size > 1 && everywhere) ds::abort_job("", code);
+    ds::abort_job("", code);
   }
   return code;
 }

@@ -12,10 +12,10 @@
 #include "dist/cost_model.h"
 #include "dist/dry_run.h"
 #include "dist/mpi_env.h"
-#include "trainer/cli.h"
+#include "trainer/commands/cli.h"
 #include "trainer/comm_report.h"
 #include "trainer/metrics.h"
-#include "trainer/session.h"
+#include "trainer/trainer.h"
 
 namespace ds {
 
@@ -56,22 +56,13 @@ Fabric read_fabric(const std::string& file) {
 
 // `bench comm --json` output: an array of rows with op, bytes, ranks, median_us.
 Fabric fit_fabric(const std::string& file) {
-  YAML::Node rows;
-  try {
-    rows = YAML::LoadFile(file);
-  } catch (const YAML::Exception& e) {
-    throw ConfigError(file + ": cannot read bench comm JSON: " + e.msg);
-  }
-  if (!rows.IsSequence()) throw ConfigError(file + ": expected the JSON array that `bench comm --json` prints");
+  const Json rows = read_json_file(file);
+  if (!rows.is_array()) throw FileError(file + ": expected the JSON array that `bench comm --json` prints");
   std::vector<CommSample> samples;
   for (size_t i = 0; i < rows.size(); ++i) {
-    const YAML::Node& r = rows[i];
-    try {
-      samples.push_back(CommSample{r["op"].as<std::string>(), r["bytes"].as<int64_t>(), r["ranks"].as<int>(),
-                                   r["median_us"].as<double>()});
-    } catch (const YAML::Exception&) {
-      throw ConfigError(file + ": row " + std::to_string(i) + " lacks op, bytes, ranks or median_us");
-    }
+    const JsonFields r(rows[i], file, "[" + std::to_string(i) + "].");
+    samples.push_back(CommSample{r.need_string("op"), r.need_int("bytes"), static_cast<int>(r.need_int("ranks")),
+                                 r.need_number("median_us")});
   }
   LinkModel m;
   try {
@@ -159,7 +150,7 @@ int cmd_comm_model(int argc, char** argv) {
     Json per = Json::object();
     for (size_t i = 0; i < names.size(); ++i) {
       ProcessGrid grid = make_dry_run_grid(dp, base.parallel.tp);
-      TrainSession s(cfgs[i], grid);
+      Trainer s(cfgs[i], grid);
       const StepResult r = s.step();
       const StepComm c = step_comm(r.comm, s.config().model.n_layer);
       const double tp_ms = records_us(r.comm, fabric, "tp") / 1e3;
@@ -181,10 +172,10 @@ int cmd_comm_model(int argc, char** argv) {
       }
     }
     g["methods"] = per;
-    grids.push(g);
+    grids.push_back(g);
   }
   out["grids"] = grids;
-  if (args.json) print0("%s\n", out.dump(2).c_str());
+  if (args.json) print0("%s\n", json_line(out).c_str());
   return 0;
 }
 

@@ -8,16 +8,13 @@
 #include <string>
 #include <vector>
 
+#include "core/errors.h"
 #include "dist/process_grid.h"
 #include "trainer/run_config.h"
 
 namespace ds {
 
 namespace po = boost::program_options;
-
-struct UsageError : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
 
 struct CommonArgs {
   std::string config;
@@ -26,8 +23,9 @@ struct CommonArgs {
   bool help = false;
 };
 
-// Adds --set, --json, --help and the positional CONFIG (when `with_config`).
-void add_common(po::options_description& desc, CommonArgs& args, bool with_config);
+// Adds --json, --help, the positional CONFIG (when `with_config`) and --set (when `with_set`:
+// only commands that read a run config take it).
+void add_common(po::options_description& desc, CommonArgs& args, bool with_config, bool with_set = true);
 // Parses; returns false (after printing usage on rank 0) when --help was given.
 bool parse_args(int argc, char** argv, po::options_description& desc, const CommonArgs& args, bool with_config,
                 const std::string& usage);

@@ -6,9 +6,9 @@
 
 #include "core/model_io.h"
 #include "dist/mpi_env.h"
-#include "trainer/cli.h"
+#include "trainer/commands/cli.h"
 #include "trainer/metrics.h"
-#include "trainer/session.h"
+#include "trainer/model_builder.h"
 
 namespace ds {
 
@@ -31,29 +31,31 @@ int cmd_bench_latency(int argc, char** argv) {
 
   struct Variant {
     const char* key;
-    const char* method;
+    PeftMethod method;
     bool merge;
   };
-  const Variant variants[] = {{"base", "none", false}, {"lora_unmerged", "lora", false},
-                              {"lora_merged", "lora", true}, {"adapter", "adapter", false}};
+  const Variant variants[] = {{"base", PeftMethod::None, false},
+                              {"lora_unmerged", PeftMethod::Lora, false},
+                              {"lora_merged", PeftMethod::Lora, true},
+                              {"adapter", PeftMethod::Adapter, false}};
   Json out = Json::object();
   std::map<std::string, std::vector<double>> table;
+  ProcessGrid self = make_grid(GridOptions{1, Backend::Mpi, 0, MPI_COMM_SELF});
   for (const auto& v : variants) {
-    torch::manual_seed(static_cast<uint64_t>(cfg.train.seed));
-    const ModelConfig mc = resolve_model_config(cfg);
-    Transformer model(mc, dense_factory());
-    if (!mc.path.empty()) load_model_weights(mc.path, model);
-    PeftConfig p = cfg.peft;
-    p.method = v.method;
-    p.dropout = 0;
-    apply_peft(model, p, dense_factory());
+    RunConfig c = cfg;
+    c.parallel.tp = 1;
+    c.peft.method = v.method;
+    c.peft.dropout = 0;
+    BuiltModel b = build_model(c, *self.tp_group);
+    Transformer& model = b.model;
+    const ModelConfig& mc = c.model;
     if (v.merge) {
       for (auto& [n, l] : lora_layers(model)) l->merge();
     }
     model->eval();
     Json rows = Json::array();
-    for (int64_t b : bs) {
-      const torch::Tensor x = torch::randint(0, mc.vocab_size, {b, T}, torch::kLong);
+    for (int64_t bs_i : bs) {
+      const torch::Tensor x = torch::randint(0, mc.vocab_size, {bs_i, T}, torch::TensorOptions().dtype(torch::kLong).device(b.device));
       for (int i = 0; i < warmup; ++i) model->forward(x);
       std::vector<double> ms;
       for (int i = 0; i < runs; ++i) {
@@ -62,18 +64,18 @@ int cmd_bench_latency(int argc, char** argv) {
         ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
       }
       Json row = Json::object();
-      row["batch"] = b;
+      row["batch"] = bs_i;
       row["seq_len"] = T;
       row["median_ms"] = median(ms);
       table[v.key].push_back(median(ms));
       row["runs"] = runs;
-      rows.push(row);
+      rows.push_back(row);
     }
     out[v.key] = rows;
   }
   out["threads"] = static_cast<int64_t>(torch::get_num_threads());
   if (args.json) {
-    print0("%s\n", out.dump().c_str());
+    print0("%s\n", json_line(out).c_str());
     return 0;
   }
   print0("forward latency, median of %d runs, seq_len %lld, %d threads\n", runs, static_cast<long long>(T),

@@ -1,31 +1,26 @@
 // deltashard select: writes a student model directory whose weights are selected from a larger
 // pretrained teacher (core/weight_selection.h). The student is a YAML file with a `model` section
 // (unset keys keep the teacher's values) or key=value pairs such as n_layer=6,d_model=384.
-#include <sys/stat.h>
-
 #include <cstdio>
 #include <sstream>
 
+#include "core/dir_layout.h"
+#include "core/files.h"
 #include "core/model_io.h"
 #include "core/weight_selection.h"
 #include "dist/mpi_env.h"
-#include "trainer/cli.h"
+#include "trainer/commands/cli.h"
 #include "trainer/metrics.h"
 
 namespace ds {
 
 namespace {
 
-bool is_file(const std::string& p) {
-  struct stat st {};
-  return ::stat(p.c_str(), &st) == 0 && S_ISREG(st.st_mode);
-}
-
 ModelConfig student_config(const std::string& spec, ModelConfig cfg) {
   cfg.path.clear();
   // Multi-head attention stays multi-head when the student changes n_head alone.
   if (cfg.kv_heads() == cfg.n_head) cfg.n_kv_head = 0;
-  if (is_file(spec)) {
+  if (is_regular_file(spec)) {
     YAML::Node root;
     try {
       root = YAML::LoadFile(spec);
@@ -60,7 +55,7 @@ int cmd_select(int argc, char** argv) {
   std::string teacher_dir, student, out, layers = "uniform", elements = "uniform";
   uint64_t seed = 0;
   po::options_description desc("deltashard select");
-  add_common(desc, args, false);
+  add_common(desc, args, false, false);
   desc.add_options()("teacher", po::value<std::string>(&teacher_dir), "pretrained model directory")(
       "student", po::value<std::string>(&student), "YAML file with a model section, or key=value,... sizes")(
       "out", po::value<std::string>(&out), "student model directory to write")(
@@ -84,6 +79,7 @@ int cmd_select(int argc, char** argv) {
   }
   opt.seed = seed;
 
+  teacher_dir = resolve_model_dir(teacher_dir);
   const ModelConfig tcfg = read_model_config(teacher_dir);
   const ModelConfig scfg = student_config(student, tcfg);
   try {
@@ -99,7 +95,9 @@ int cmd_select(int argc, char** argv) {
   for (const auto& [name, t] : base_tensors(shape_model)) shapes.emplace_back(name, t.sizes().vec());
   const NamedTensors selected = select_weights(tcfg, teacher, scfg, shapes, opt, teacher_dir);
   // The teacher's tokenizer still fits when the vocabulary was not cut.
-  if (world_rank() == 0) save_model_dir(out, scfg, selected, 0, scfg.vocab_size == tcfg.vocab_size ? teacher_dir : "");
+  if (world_rank() == 0) {
+    save_model_dir(out, scfg, selected, 0, scfg.vocab_size == tcfg.vocab_size ? teacher_dir : "", "--out");
+  }
 
   int64_t params = 0;
   for (const auto& [n, t] : selected) params += t.numel();
@@ -108,12 +106,12 @@ int cmd_select(int argc, char** argv) {
   j["out"] = out;
   j["params"] = params;
   Json lj = Json::array();
-  for (int64_t l : chosen) lj.push(l);
+  for (int64_t l : chosen) lj.push_back(l);
   j["teacher_layers"] = lj;
   j["layers"] = layers;
   j["elements"] = elements;
   if (args.json) {
-    print0("%s\n", j.dump().c_str());
+    print0("%s\n", json_line(j).c_str());
   } else {
     std::string ls;
     for (int64_t l : chosen) ls += (ls.empty() ? "" : ",") + std::to_string(l);

@@ -3,7 +3,7 @@
 #include "core/bpe_tokenizer.h"
 #include "core/safetensors.h"
 #include "dist/mpi_env.h"
-#include "trainer/cli.h"
+#include "trainer/commands/cli.h"
 
 namespace ds {
 
@@ -11,7 +11,7 @@ int cmd_tokenize(int argc, char** argv) {
   CommonArgs args;
   std::string tokenizer, text, file, decode, pieces;
   po::options_description desc("deltashard tokenize");
-  add_common(desc, args, false);
+  add_common(desc, args, false, false);
   desc.add_options()("tokenizer", po::value<std::string>(&tokenizer), "tokenizer.json (byte-level BPE: GPT-2, LLaMA 3)")(
       "text", po::value<std::string>(&text), "text to encode")(
       "file", po::value<std::string>(&file), "encode this file's bytes")(
@@ -27,10 +27,10 @@ int cmd_tokenize(int argc, char** argv) {
     if (pieces != "gpt2" && pieces != "llama3") throw UsageError("--pieces: '" + pieces + "' is not gpt2 or llama3");
     if (!decode.empty()) throw UsageError("--pieces splits text; --decode needs --tokenizer");
     Json a = Json::array();
-    for (const std::string& p : pretokenize(pieces == "gpt2" ? PreTokenizer::Gpt2 : PreTokenizer::Llama3, text)) a.push(p);
+    for (const std::string& p : pretokenize(pieces == "gpt2" ? PreTokenizer::Gpt2 : PreTokenizer::Llama3, text)) a.push_back(p);
     Json j = Json::object();
     j["pieces"] = a;
-    print0("%s\n", j.dump().c_str());
+    print0("%s\n", json_line(j).c_str());
     return 0;
   }
   const BpeTokenizer tok = read_bpe_tokenizer(tokenizer);
@@ -39,7 +39,7 @@ int cmd_tokenize(int argc, char** argv) {
     if (args.json) {
       Json j = Json::object();
       j["text"] = out;
-      print0("%s\n", j.dump().c_str());
+      print0("%s\n", json_line(j).c_str());
     } else {
       write0(out + "\n");
     }
@@ -49,11 +49,11 @@ int cmd_tokenize(int argc, char** argv) {
   if (args.json) {
     Json j = Json::object();
     Json a = Json::array();
-    for (int64_t t : ids) a.push(t);
-    j["tokens"] = a;
-    j["count"] = static_cast<int64_t>(ids.size());
+    for (int64_t t : ids) a.push_back(t);
+    j["ids"] = a;
+    j["tokens"] = static_cast<int64_t>(ids.size());
     j["bytes"] = static_cast<int64_t>(text.size());
-    print0("%s\n", j.dump().c_str());
+    print0("%s\n", json_line(j).c_str());
   } else {
     for (int64_t t : ids) print0("%lld\n", static_cast<long long>(t));
   }

@@ -1,4 +1,4 @@
-#include "trainer/cli.h"
+#include "trainer/commands/cli.h"
 
 #include <iostream>
 #include <sstream>
@@ -7,11 +7,13 @@
 
 namespace ds {
 
-void add_common(po::options_description& desc, CommonArgs& args, bool with_config) {
+void add_common(po::options_description& desc, CommonArgs& args, bool with_config, bool with_set) {
   desc.add_options()("help,h", po::bool_switch(&args.help), "show this help")(
-      "json", po::bool_switch(&args.json), "print one JSON object on stdout")(
-      "set", po::value<std::vector<std::string>>(&args.overrides)->composing(),
-      "override a config value: --set section.key=value (value parsed as YAML; repeatable)");
+      "json", po::bool_switch(&args.json), "print one JSON object on stdout");
+  if (with_set) {
+    desc.add_options()("set", po::value<std::vector<std::string>>(&args.overrides)->composing(),
+                       "override a config value: --set section.key=value (value parsed as YAML; repeatable)");
+  }
   if (with_config) desc.add_options()("config", po::value<std::string>(&args.config), "YAML run configuration");
 }
 

@@ -11,7 +11,7 @@
 #include "dist/check.h"
 #include "dist/mpi_communicator.h"
 #include "dist/mpi_env.h"
-#include "trainer/cli.h"
+#include "trainer/commands/cli.h"
 #include "trainer/metrics.h"
 
 namespace ds {
@@ -22,7 +22,7 @@ int cmd_bench_comm(int argc, char** argv) {
   int64_t min_bytes = 8, max_bytes = 64ll << 20;
   int max_iters = 100;
   po::options_description desc("deltashard bench comm");
-  add_common(desc, args, false);
+  add_common(desc, args, false, false);
   desc.add_options()("op", po::value<std::string>(&op), "all_reduce | all_gather | reduce_scatter | broadcast")(
       "min-bytes", po::value<int64_t>(&min_bytes), "smallest message (default 8)")(
       "max-bytes", po::value<int64_t>(&max_bytes), "largest message (default 64 MiB)")(
@@ -112,14 +112,14 @@ int cmd_bench_comm(int argc, char** argv) {
     const double busbw = wire_bytes / (us * 1e-6) / 1e9;
     row["busbw_gbps"] = busbw;
     row["overhead_pct"] = 100.0 * (us / raw_us - 1.0);
-    rows.push(row);
+    rows.push_back(row);
     if (!args.json) {
       print0("  %12lld %12lld %6d %12.2f %12.2f %10.3f %10.3f %8.1f%%\n", static_cast<long long>(size_bytes),
              static_cast<long long>(count), iters, us, raw_us, algbw, busbw,
              100.0 * (us / raw_us - 1.0));
     }
   }
-  if (args.json) print0("%s\n", rows.dump().c_str());
+  if (args.json) print0("%s\n", json_line(rows).c_str());
   return 0;
 }
 

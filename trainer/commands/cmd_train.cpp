@@ -1,14 +1,17 @@
-// deltashard train: the training loop around TrainSession, with progress, metrics, periodic
-// evaluation and checkpoints, and a closing summary (one JSON object with --json).
+// deltashard train: the step loop around the Trainer, with progress, metrics, periodic evaluation
+// and checkpoints, and a closing summary (one JSON object with --json; keys in docs/metrics.md).
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <map>
 
+#include "core/dir_layout.h"
+#include "core/files.h"
 #include "dist/mpi_env.h"
-#include "trainer/cli.h"
+#include "trainer/comm_report.h"
+#include "trainer/commands/cli.h"
 #include "trainer/metrics.h"
-#include "trainer/session.h"
+#include "trainer/trainer.h"
 
 namespace ds {
 
@@ -37,10 +40,17 @@ int cmd_train(int argc, char** argv) {
   if (!parse_args(argc, argv, desc, args, true, "deltashard train CONFIG [--set k=v] [--out DIR] [--resume DIR] [--json]")) return 0;
 
   RunConfig cfg = load_run_config(args.config, args.overrides);
-  if (!out.empty()) cfg.checkpoint.dir = out;
+  if (!out.empty()) cfg.checkpoint.dir = absolute_path(out);
   ProcessGrid grid = make_grid(grid_options(cfg));
   const LedgerScope whole_run(*grid.ledger);  // every collective of the run, for the closing totals
-  TrainSession s(cfg, grid, resume);
+  // Refuse an output path that is not ours before an hour of training, not after.
+  if (!cfg.checkpoint.dir.empty() && grid.world_rank == 0) {
+    if (!claim_output_dir(cfg.checkpoint.dir, DirKind::Checkpoints, out.empty() ? "checkpoint.dir" : "--out")) {
+      write_marker(cfg.checkpoint.dir, DirKind::Checkpoints);
+    }
+  }
+  grid.world->barrier("train.claim_output");
+  Trainer s(cfg, grid, TrainerOptions{resume});
   const bool rank0 = grid.world_rank == 0;
   const auto& t = s.config().train;
   const ParamReport& rep = s.report();
@@ -48,8 +58,10 @@ int cmd_train(int argc, char** argv) {
   MetricsLog metrics(s.config().log.jsonl, rank0);
 
   if (rank0 && !args.json) {
-    std::printf("deltashard train %s | method %s | world %d = dp %d x tp %d | %s trainable of %s params (%.3f%%)\n",
-                args.config.c_str(), s.config().peft.method.c_str(), grid.world_size, grid.dp, grid.tp,
+    std::printf("deltashard train %s | method %s | %s on %s | world %d = dp %d x tp %d | %s trainable of %s params "
+                "(%.3f%%)\n",
+                args.config.c_str(), enum_name(s.config().peft.method), enum_name(s.config().model.dtype),
+                enum_name(s.config().train.device), grid.world_size, grid.dp, grid.tp,
                 human_count(rep.trainable_params).c_str(), human_count(rep.total_params).c_str(),
                 100.0 * rep.trainable_params / std::max<int64_t>(1, rep.total_params));
     std::printf("data: %zu files, %s train / %s held-out tokens | global batch %lld x %lld tokens\n",
@@ -76,7 +88,7 @@ int cmd_train(int argc, char** argv) {
 
   const EvalResult before = eval_and_log("before");
   const int64_t first_step = s.step_index();
-  double tokens = 0, seconds = 0;
+  double tokens = 0;
   std::vector<double> step_ms, comm_ms;
   CommTotals dp_per_step, tp_per_step;
   int64_t counted = 0;
@@ -84,22 +96,19 @@ int cmd_train(int argc, char** argv) {
     const StepResult r = s.step();
     metrics.write(step_record(r));
     tokens += static_cast<double>(r.tokens);
-    seconds += r.ms / 1000.0;
     step_ms.push_back(r.ms);
-    const CommTotals dp = sum_records(r.comm, "dp", "", "");
-    const CommTotals tp = sum_records(r.comm, "tp", "", "");
-    const CommTotals all = sum_records(r.comm, "", "", "");
-    comm_ms.push_back(all.ms);
-    dp_per_step.calls += dp.calls;
-    dp_per_step.bytes += dp.bytes;
-    tp_per_step.calls += tp.calls;
-    tp_per_step.bytes += tp.bytes;
+    const StepComm c = step_comm(r.comm, s.config().model.n_layer);
+    comm_ms.push_back(c.comm_ms);
+    dp_per_step.calls += c.dp_collectives;
+    dp_per_step.bytes += c.dp_bytes;
+    tp_per_step.calls += c.tp_fwd + c.tp_bwd;
+    tp_per_step.bytes += c.tp_bytes;
     ++counted;
     const int64_t done = s.step_index();
     char line[200];
     std::snprintf(line, sizeof line, "step %lld/%lld  loss %.4f  lr %.2e  %.0f tok/s  %.0f ms/step  comm %.1f ms",
                   static_cast<long long>(done), static_cast<long long>(t.steps), r.loss, r.lr,
-                  r.tokens / (r.ms / 1000.0), r.ms, all.ms);
+                  r.tokens / (r.ms / 1000.0), r.ms, c.comm_ms);
     progress.update(line, done % s.config().log.every == 0 || done == t.steps);
     if (t.eval_every > 0 && done % t.eval_every == 0 && done != t.steps) eval_and_log("");
     if (s.config().checkpoint.every > 0 && done % s.config().checkpoint.every == 0 && done != t.steps &&
@@ -111,15 +120,18 @@ int cmd_train(int argc, char** argv) {
   const EvalResult after = eval_and_log("after");
   if (!s.config().checkpoint.dir.empty()) s.save_checkpoint(s.config().checkpoint.dir);
 
+  const StepTimes times = step_times(step_ms, comm_ms);
   if (!rank0) return 0;
-  const double median_ms = median(step_ms);
-  const double tok_s = seconds > 0 ? tokens / seconds : 0;
+  const double median_ms = times.step_ms;
+  const double tok_s = counted > 0 && median_ms > 0 ? tokens / static_cast<double>(counted) / (median_ms / 1000.0) : 0;
   const double n = std::max<int64_t>(1, counted);
   // What full fine-tuning would all-reduce per step: every parameter's fp32 gradient once
   // (computed from the exact parameter count, not measured).
   const double full_ft_bytes = 4.0 * static_cast<double>(rep.total_params);
   Json j = Json::object();
-  j["method"] = s.config().peft.method;
+  j["method"] = enum_name(s.config().peft.method);
+  j["dtype"] = enum_name(s.config().model.dtype);
+  j["device"] = enum_name(s.config().train.device);
   j["world_size"] = grid.world_size;
   j["dp"] = grid.dp;
   j["tp"] = grid.tp;
@@ -130,7 +142,8 @@ int cmd_train(int argc, char** argv) {
   j["total_params"] = rep.total_params;
   j["trainable_params"] = rep.trainable_params;
   j["tokens_per_s"] = tok_s;
-  j["median_step_ms"] = median_ms;
+  j["step_ms"] = median_ms;
+  j["comm_fraction"] = times.comm_fraction;
   j["dp_collectives_per_step"] = dp_per_step.calls / n;
   j["dp_bytes_per_step"] = dp_per_step.bytes / n;
   j["tp_collectives_per_step"] = tp_per_step.calls / n;
@@ -168,7 +181,7 @@ int cmd_train(int argc, char** argv) {
   }
   j["run_comm"] = run;
   if (args.json) {
-    std::printf("%s\n", j.dump().c_str());
+    std::printf("%s\n", json_line(j).c_str());
     return 0;
   }
   std::printf("\nsummary\n");

@@ -1,0 +1,195 @@
+#include "trainer/trainer.h"
+
+#include <chrono>
+#include <cmath>
+#include <thread>
+
+#include "dist/mpi_env.h"
+#include "core/dir_layout.h"
+#include "trainer/checkpoint.h"
+#include "trainer/device_stats.h"
+
+namespace ds {
+
+TokenDataset load_dataset(const RunConfig& cfg, const std::optional<BpeTokenizer>& tokenizer) {
+  return TokenDataset::load(cfg.data, tokenizer ? &*tokenizer : nullptr);
+}
+
+namespace {
+// Random tokens for benchmarks: enough for every window of the run to be distinct in practice.
+TokenDataset random_dataset(const RunConfig& cfg, int dp) {
+  const auto& t = cfg.train;
+  const int64_t n = std::max<int64_t>(int64_t{1} << 20, 4 * t.micro_batch * t.grad_accum * dp * (t.seq_len + 1));
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(t.seed));
+  const torch::Tensor train = torch::randint(cfg.model.vocab_size, {n}, gen, torch::kLong);
+  const torch::Tensor val = torch::randint(cfg.model.vocab_size, {64 * (t.seq_len + 1)}, gen, torch::kLong);
+  return TokenDataset::from_tokens(train, val);
+}
+}  // namespace
+
+Trainer::Trainer(RunConfig cfg, ProcessGrid& grid, const TrainerOptions& options)
+    : cfg_(std::move(cfg)), grid_(grid) {
+  cfg_.parallel.tp = grid_.tp;  // the grid it runs on decides (tests build grids of their own)
+  resolve_run_config(cfg_);     // idempotent: configs built in code get the same treatment as files
+  const auto& t = cfg_.train;
+  set_threads(cfg_);
+  built_ = build_model(cfg_, *grid_.tp_group, BuildOptions{true, options.need_data && !options.random_data});
+
+  std::string ckpt;
+  if (!options.resume.empty()) {
+    ckpt = resolve_checkpoint(options.resume);
+    const CheckpointState st = read_checkpoint_state(ckpt);
+    check_checkpoint_matches(st, cfg_, ckpt);
+    load_trainable(ckpt);
+    step_ = st.step;
+  }
+  for (auto& item : built_.model->named_parameters()) {
+    if (item.value().requires_grad()) trainable_.emplace_back(item.key(), item.value());
+  }
+  GradSyncOptions so{cfg_.parallel.bucket_mb, cfg_.parallel.overlap_grad_sync, cfg_.parallel.zero};
+  sync_ = std::make_unique<GradSync>(trainable_, collect_param_shards(*built_.model), grid_, so);
+  opt_ = std::make_unique<FlatAdamW>(sync_->optim_shards(), AdamWOptions{t.beta1, t.beta2, t.eps, t.weight_decay});
+  if (!ckpt.empty()) load_optimizer_state(*this, ckpt);
+  time_phases_ = options.time_phases;
+  if (options.random_data) {
+    data_ = std::make_unique<TokenDataset>(random_dataset(cfg_, grid_.dp));
+  } else if (options.need_data) {
+    data_ = std::make_unique<TokenDataset>(load_dataset(cfg_, built_.tokenizer));
+  }
+}
+
+std::vector<torch::Tensor> Trainer::batches_for(int64_t step) const {
+  const auto& t = cfg_.train;
+  std::vector<torch::Tensor> out;
+  for (int64_t a = 0; a < t.grad_accum; ++a) {
+    // Global batch `step` holds micro_batch × dp × grad_accum windows; this rank takes its block.
+    const int64_t first = (a * grid_.dp + grid_.dp_rank) * t.micro_batch;
+    torch::Tensor b = data_->train_windows(static_cast<uint64_t>(t.seed), step, first, t.micro_batch, t.seq_len);
+    if (built_.device.is_cuda()) b = b.pin_memory().to(built_.device, /*non_blocking=*/true);
+    out.push_back(b);
+  }
+  return out;
+}
+
+StepResult Trainer::step() {
+  const auto& t = cfg_.train;
+  Ledger& ledger = *grid_.ledger;
+  LedgerScope scope(ledger);
+  const auto t0 = std::chrono::steady_clock::now();
+  built_.model->train();
+  // Dropout masks: the same on the ranks of a TP group (they hold the same activations),
+  // different across DP ranks, and a function of the step alone, so resuming is exact.
+  torch::manual_seed(static_cast<uint64_t>(t.seed) * 1000003ull + static_cast<uint64_t>(grid_.dp_rank) * 7919ull +
+                     static_cast<uint64_t>(step_) * 104729ull);
+  sync_->zero_grad();
+  const std::vector<torch::Tensor> batches = next_step_ == step_ ? next_ : batches_for(step_);
+  torch::Tensor loss_sum = torch::zeros({}, torch::TensorOptions().dtype(torch::kDouble).device(built_.device));
+  std::vector<std::unique_ptr<PhaseTimer>> fwd, bwd;
+  auto timer = [&](std::vector<std::unique_ptr<PhaseTimer>>& v) -> PhaseTimer* {
+    if (!time_phases_) return nullptr;
+    v.push_back(std::make_unique<PhaseTimer>(built_.device));
+    v.back()->start();
+    return v.back().get();
+  };
+  for (int64_t a = 0; a < t.grad_accum; ++a) {
+    const torch::Tensor& batch = batches[static_cast<size_t>(a)];
+    const torch::Tensor x = batch.narrow(1, 0, t.seq_len);
+    const torch::Tensor y = batch.narrow(1, 1, t.seq_len);
+    if (a == t.grad_accum - 1) sync_->arm_overlap();
+    ledger.set_phase("fwd");
+    PhaseTimer* f = timer(fwd);
+    torch::Tensor loss = lm_loss(built_.model->forward(x), y) / static_cast<double>(t.grad_accum);
+    if (f) f->stop();
+    ledger.set_phase("bwd");
+    PhaseTimer* b = timer(bwd);
+    loss.backward();
+    if (b) b->stop();
+    loss_sum += loss.detach().to(torch::kDouble);
+  }
+  // The device works through the queued backward while the host prepares the next batches.
+  if (step_ + 1 < t.steps) {
+    next_ = batches_for(step_ + 1);
+    next_step_ = step_ + 1;
+  }
+  ledger.set_phase("step");
+  std::vector<std::unique_ptr<PhaseTimer>> upd;
+  PhaseTimer* u = timer(upd);
+  sync_->sync();
+  StepResult r;
+  r.step = step_;
+  if (t.grad_clip > 0) {
+    r.grad_norm = std::sqrt(sync_->grad_norm_sq());
+    if (r.grad_norm > t.grad_clip) {
+      const double scale = t.grad_clip / (r.grad_norm + 1e-6);
+      for (auto& s : sync_->optim_shards()) s.grad.mul_(scale);
+    }
+  }
+  r.lr = lr_at(step_, t.steps, t.warmup_steps, t.lr, t.min_lr_ratio);
+  auto shards = sync_->optim_shards();
+  opt_->step(shards, r.lr);
+  sync_->after_step();
+  if (u) u->stop();
+  for (auto& x : fwd) r.forward_ms += x->ms();
+  for (auto& x : bwd) r.backward_ms += x->ms();
+  for (auto& x : upd) r.update_ms += x->ms();
+  torch::Tensor l = loss_sum.reshape({1});
+  grid_.dp_group->all_reduce(l, ReduceOp::Avg, "dp.loss");
+  ledger.set_phase("other");
+  r.loss = l.item<double>();
+  r.tokens = t.micro_batch * t.grad_accum * grid_.dp * t.seq_len;
+  r.ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  r.comm = scope.records();
+  ++step_;
+  return r;
+}
+
+EvalResult Trainer::evaluate() { return evaluate_model(built_.model, *data_, cfg_.train, grid_, built_.device); }
+
+EvalResult evaluate_model(Transformer& model, const TokenDataset& data, const TrainOptions& t, ProcessGrid& grid,
+                          torch::Device device) {
+  torch::NoGradGuard no_grad;
+  model->eval();
+  grid.ledger->set_phase("eval");
+  int64_t windows = data.num_eval_windows(t.seq_len);
+  if (t.eval_windows > 0) windows = std::min(windows, t.eval_windows);
+  if (windows == 0) {
+    throw FileError("data.path: the held-out part (data.val_fraction of every file) has " +
+                    std::to_string(data.val_tokens()) + " tokens, fewer than one window of train.seq_len + 1 = " +
+                    std::to_string(t.seq_len + 1) + " (files: " + (data.files().empty() ? "?" : data.files().front()) +
+                    (data.files().size() > 1 ? ", ..." : "") + ")");
+  }
+  double loss_tokens = 0, tokens = 0;
+  std::vector<int64_t> mine;
+  for (int64_t i = grid.dp_rank; i < windows; i += grid.dp) mine.push_back(i);
+  for (size_t b = 0; b < mine.size(); b += static_cast<size_t>(t.micro_batch)) {
+    const int64_t n = std::min<int64_t>(t.micro_batch, static_cast<int64_t>(mine.size() - b));
+    std::vector<torch::Tensor> rows;
+    for (int64_t j = 0; j < n; ++j) rows.push_back(data.eval_windows(mine[b + static_cast<size_t>(j)], 1, t.seq_len));
+    const torch::Tensor batch = torch::cat(rows).to(device);
+    const torch::Tensor x = batch.narrow(1, 0, t.seq_len), y = batch.narrow(1, 1, t.seq_len);
+    const double k = static_cast<double>(y.numel());
+    loss_tokens += lm_loss(model->forward(x), y).item<double>() * k;
+    tokens += k;
+  }
+  torch::Tensor acc = torch::tensor({loss_tokens, tokens}, torch::kDouble).to(device);
+  grid.dp_group->all_reduce(acc, ReduceOp::Sum, "dp.eval");
+  acc = acc.cpu();
+  grid.ledger->set_phase("other");
+  EvalResult r;
+  r.tokens = static_cast<int64_t>(acc[1].item<double>());
+  r.loss = acc[0].item<double>() / acc[1].item<double>();
+  if (!std::isfinite(r.loss)) {
+    throw FileError("evaluation: the held-out loss is not finite (" + std::to_string(r.loss) +
+                    "): the model's weights or the checkpoint hold NaN or Inf");
+  }
+  r.perplexity = std::exp(r.loss);
+  return r;
+}
+
+void Trainer::save_checkpoint(const std::string& root) { ds::save_checkpoint(*this, root); }
+
+void Trainer::load_trainable(const std::string& checkpoint) {
+  ds::load_trainable(built_.model, cfg_, checkpoint);
+}
+
+}  // namespace ds

@@ -1,0 +1,93 @@
+// One training run on one process grid, on top of the model builder: the DP-invariant data
+// stream, gradient sync of the trainable parameters, AdamW and its schedule, the step loop and
+// evaluation. Checkpoints are read and written beside it (trainer/checkpoint.h).
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/token_dataset.h"
+#include "dist/grad_sync.h"
+#include "dist/process_grid.h"
+#include "trainer/adamw.h"
+#include "trainer/model_builder.h"
+#include "trainer/run_config.h"
+
+namespace ds {
+
+struct StepResult {
+  int64_t step = 0;
+  double loss = 0;       // mean over the global batch's tokens
+  double grad_norm = 0;  // before clipping (0 when clipping is off)
+  double lr = 0;
+  double ms = 0;         // this rank's wall time of the step
+  int64_t tokens = 0;    // global: every rank's tokens of this step
+  std::vector<CommRecord> comm;
+  // With TrainerOptions::time_phases: the device time of the forward passes, the backward passes
+  // and the update (gradient sync, clipping, AdamW), measured with CUDA events on a GPU.
+  double forward_ms = 0, backward_ms = 0, update_ms = 0;
+};
+
+struct EvalResult {
+  double loss = 0;
+  double perplexity = 0;
+  int64_t tokens = 0;  // held-out tokens scored, over every DP rank
+};
+
+struct TrainerOptions {
+  std::string resume;        // a checkpoint root or step directory to continue from (any DP or TP size)
+  bool need_data = true;     // false: no dataset (commands that only build and save)
+  bool random_data = false;  // uniformly random tokens instead of data.path (benchmarks)
+  bool time_phases = false;  // fill StepResult's phase times
+};
+
+class Trainer {
+ public:
+  Trainer(RunConfig cfg, ProcessGrid& grid, const TrainerOptions& options = {});
+
+  StepResult step();
+  EvalResult evaluate();
+  bool done() const { return step_ >= cfg_.train.steps; }
+  int64_t step_index() const { return step_; }
+
+  // All ranks call these; rank 0 writes.
+  void save_checkpoint(const std::string& root);
+  void load_trainable(const std::string& checkpoint);
+
+  const RunConfig& config() const { return cfg_; }
+  Transformer& model() { return built_.model; }
+  const ParamReport& report() const { return built_.report; }
+  torch::Device device() const { return built_.device; }
+  GradSync& grad_sync() { return *sync_; }
+  FlatAdamW& optimizer() { return *opt_; }
+  ProcessGrid& grid() { return grid_; }
+  const TokenDataset& data() const { return *data_; }
+  const std::vector<std::pair<std::string, torch::Tensor>>& trainable() const { return trainable_; }
+
+ private:
+  // Micro-batches [micro_batch, seq_len + 1] of global batch `step` for this rank, on the device.
+  std::vector<torch::Tensor> batches_for(int64_t step) const;
+
+  RunConfig cfg_;
+  ProcessGrid& grid_;
+  BuiltModel built_;
+  std::unique_ptr<TokenDataset> data_;
+  std::unique_ptr<GradSync> sync_;
+  std::unique_ptr<FlatAdamW> opt_;
+  std::vector<std::pair<std::string, torch::Tensor>> trainable_;
+  std::vector<torch::Tensor> next_;  // the next step's batches, prepared while the device computes
+  int64_t next_step_ = -1;
+  int64_t step_ = 0;
+  bool time_phases_ = false;
+};
+
+// Held-out loss of `model` on `data`'s evaluation windows (train.eval_windows of them, split over
+// the DP ranks); every rank returns the same figures.
+EvalResult evaluate_model(Transformer& model, const TokenDataset& data, const TrainOptions& t, ProcessGrid& grid,
+                          torch::Device device);
+
+// data.path through data.tokenizer (the builder's tokenizer), split into training and held-out.
+TokenDataset load_dataset(const RunConfig& cfg, const std::optional<BpeTokenizer>& tokenizer);
+
+}  // namespace ds
