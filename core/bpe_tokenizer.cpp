@@ -5,13 +5,15 @@
 #include <limits>
 #include <stdexcept>
 
-#include <yaml-cpp/yaml.h>
+#include <nlohmann/json.hpp>
 
 #include "core/safetensors.h"  // FileError
 
 namespace ds {
 
 namespace {
+
+using njson = nlohmann::json;
 
 struct CodeRange {
   uint32_t lo, hi;
@@ -227,42 +229,97 @@ void bpe_piece(const BpeTokenizer& tok, const std::string& piece, std::vector<in
   }
 }
 
-YAML::Node load_json(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) throw FileError(path + ": cannot open");
-  try {
-    return YAML::Load(in);
-  } catch (const YAML::Exception& e) {
-    throw FileError(path + ": not valid JSON: " + e.what());
+// ---- reading tokenizer.json ----
+
+struct Reader {
+  const std::string& path;
+
+  [[noreturn]] void fail(const std::string& key, const std::string& why) const {
+    throw FileError(path + ": " + key + ": " + why);
   }
+  // A member of an object, or null when absent (or when j is not an object).
+  static const njson* member(const njson& j, const char* name) {
+    if (!j.is_object()) return nullptr;
+    auto it = j.find(name);
+    return it == j.end() ? nullptr : &*it;
+  }
+  const std::string& string(const njson& j, const std::string& key) const {
+    if (!j.is_string()) fail(key, "expected a string, not " + std::string(j.type_name()));
+    return j.get_ref<const std::string&>();
+  }
+  int64_t integer(const njson& j, const std::string& key) const {
+    if (!j.is_number_integer()) fail(key, "expected an integer, not " + std::string(j.type_name()));
+    if (j.is_number_unsigned() && j.get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
+      fail(key, "id " + j.dump() + " out of range");
+    }
+    return j.get<int64_t>();
+  }
+  // An optional flag: absent or null is the default.
+  bool flag(const njson& obj, const char* name, const std::string& key, bool dflt = false) const {
+    const njson* v = member(obj, name);
+    if (!v || v->is_null()) return dflt;
+    if (!v->is_boolean()) fail(key, "expected true or false, not " + std::string(v->type_name()));
+    return v->get<bool>();
+  }
+};
+
+std::string quoted(const std::string& s) { return "'" + s + "'"; }
+
+std::string read_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw FileError(path + ": cannot open");
+  in.seekg(0, std::ios::end);
+  const std::streamoff size = in.tellg();
+  std::string bytes;
+  if (size > 0) {
+    bytes.resize(static_cast<size_t>(size));
+    in.seekg(0);
+    in.read(bytes.data(), size);
+    bytes.resize(static_cast<size_t>(in.gcount()));
+  }
+  if (in.bad()) throw FileError(path + ": cannot read");
+  return bytes;
+}
+
+// nlohmann's message without its "[json.exception.parse_error.101] " prefix.
+std::string json_message(const std::exception& e) {
+  const std::string what = e.what();
+  const size_t at = what.find("] ");
+  return what.rfind("[json.exception.", 0) == 0 && at != std::string::npos ? what.substr(at + 2) : what;
 }
 
 // Which of the two regexes the pre_tokenizer section asks for (ByteLevel with its own regex, or
 // a Sequence of a Split by LLaMA 3's regex and a ByteLevel without one).
-PreTokenizer read_pre_tokenizer(const YAML::Node& p, const std::string& path, bool& add_prefix_space) {
+PreTokenizer read_pre_tokenizer(const njson* p, const Reader& r, bool& add_prefix_space) {
   auto fail = [&](const std::string& why) -> PreTokenizer {
-    throw FileError(path + ": pre_tokenizer: " + why + " (DeltaShard reads GPT-2 and LLaMA 3 byte-level BPE)");
+    r.fail("pre_tokenizer", why + " (DeltaShard reads GPT-2 and LLaMA 3 byte-level BPE)");
   };
-  if (!p || !p.IsMap() || !p["type"]) return fail("missing");
-  const std::string type = p["type"].as<std::string>();
+  if (!p || !p->is_object() || !Reader::member(*p, "type")) return fail("missing");
+  const std::string& type = r.string(*Reader::member(*p, "type"), "pre_tokenizer.type");
   if (type == "ByteLevel") {
-    add_prefix_space = p["add_prefix_space"] && p["add_prefix_space"].as<bool>();
-    if (p["use_regex"] && !p["use_regex"].as<bool>()) return fail("ByteLevel without its regex");
+    add_prefix_space = r.flag(*p, "add_prefix_space", "pre_tokenizer.add_prefix_space");
+    if (!r.flag(*p, "use_regex", "pre_tokenizer.use_regex", true)) return fail("ByteLevel without its regex");
     return PreTokenizer::Gpt2;
   }
-  if (type != "Sequence" || !p["pretokenizers"].IsSequence()) return fail("type '" + type + "' is not supported");
+  const njson* seq = Reader::member(*p, "pretokenizers");
+  if (type != "Sequence" || !seq || !seq->is_array()) return fail("type '" + type + "' is not supported");
   bool split = false, byte_level = false;
-  for (const auto& s : p["pretokenizers"]) {
-    const std::string t = s["type"] ? s["type"].as<std::string>() : "";
-    if (t == "Split") {
-      const std::string re = s["pattern"] && s["pattern"]["Regex"] ? s["pattern"]["Regex"].as<std::string>() : "";
+  for (size_t i = 0; i < seq->size(); ++i) {
+    const njson& s = (*seq)[i];
+    const std::string key = "pre_tokenizer.pretokenizers[" + std::to_string(i) + "]";
+    const njson* t = Reader::member(s, "type");
+    const std::string type_i = t ? r.string(*t, key + ".type") : "";
+    if (type_i == "Split") {
+      const njson* pattern = Reader::member(s, "pattern");
+      const njson* regex = pattern ? Reader::member(*pattern, "Regex") : nullptr;
+      const std::string re = regex ? r.string(*regex, key + ".pattern.Regex") : "";
       if (re.find("\\p{N}{1,3}") == std::string::npos) return fail("Split regex '" + re + "' is not LLaMA 3's");
       split = true;
-    } else if (t == "ByteLevel") {
+    } else if (type_i == "ByteLevel") {
       byte_level = true;
-      add_prefix_space = s["add_prefix_space"] && s["add_prefix_space"].as<bool>();
+      add_prefix_space = r.flag(s, "add_prefix_space", key + ".add_prefix_space");
     } else {
-      return fail("'" + t + "' in the sequence is not supported");
+      return fail("'" + type_i + "' in the sequence is not supported");
     }
   }
   if (!split || !byte_level) return fail("a sequence needs a Split and a ByteLevel");
@@ -271,106 +328,136 @@ PreTokenizer read_pre_tokenizer(const YAML::Node& p, const std::string& path, bo
 
 // TemplateProcessing's "single" (top level or inside a Sequence): the special tokens before and
 // after the sequence "A". Other processors (GPT-2's ByteLevel) add nothing.
-void read_template(const YAML::Node& p, const std::string& path, BpeTokenizer& tok) {
-  if (!p || !p.IsMap() || !p["type"]) return;
-  const std::string type = p["type"].as<std::string>();
-  if (type == "Sequence" && p["processors"].IsSequence()) {
-    for (const auto& q : p["processors"]) read_template(q, path, tok);
+void read_template(const njson* p, const std::string& key, const Reader& r, BpeTokenizer& tok) {
+  if (!p || !p->is_object() || !Reader::member(*p, "type")) return;
+  const std::string& type = r.string(*Reader::member(*p, "type"), key + ".type");
+  const njson* processors = Reader::member(*p, "processors");
+  if (type == "Sequence" && processors && processors->is_array()) {
+    for (size_t i = 0; i < processors->size(); ++i) {
+      read_template(&(*processors)[i], key + ".processors[" + std::to_string(i) + "]", r, tok);
+    }
     return;
   }
   if (type != "TemplateProcessing") return;
-  if (!p["single"].IsSequence()) throw FileError(path + ": post_processor.single: not a list");
+  const njson* single = Reader::member(*p, "single");
+  if (!single || !single->is_array()) r.fail(key + ".single", "not a list");
   bool seen_sequence = false;
-  for (const auto& item : p["single"]) {
-    if (item["Sequence"]) {
+  for (const njson& item : *single) {
+    if (Reader::member(item, "Sequence")) {
       seen_sequence = true;
       continue;
     }
-    if (!item["SpecialToken"] || !item["SpecialToken"]["id"]) {
-      throw FileError(path + ": post_processor.single: items must be Sequence or SpecialToken");
+    const njson* special = Reader::member(item, "SpecialToken");
+    const njson* name_j = special ? Reader::member(*special, "id") : nullptr;
+    if (!name_j) r.fail(key + ".single", "items must be Sequence or SpecialToken");
+    const std::string& name = r.string(*name_j, key + ".single[].SpecialToken.id");
+    const njson* specials = Reader::member(*p, "special_tokens");
+    const njson* entry = specials ? Reader::member(*specials, name.c_str()) : nullptr;
+    const njson* ids = entry ? Reader::member(*entry, "ids") : nullptr;
+    if (!ids || !ids->is_array()) r.fail(key + ".special_tokens", "no ids for '" + name + "'");
+    for (size_t i = 0; i < ids->size(); ++i) {
+      const int64_t id = r.integer((*ids)[i], key + ".special_tokens['" + name + "'].ids[" + std::to_string(i) + "]");
+      (seen_sequence ? tok.template_suffix : tok.template_prefix).push_back(id);
     }
-    const std::string name = item["SpecialToken"]["id"].as<std::string>();
-    const YAML::Node special = p["special_tokens"][name];
-    if (!special || !special["ids"].IsSequence()) {
-      throw FileError(path + ": post_processor.special_tokens: no ids for '" + name + "'");
-    }
-    for (const auto& id : special["ids"]) (seen_sequence ? tok.template_suffix : tok.template_prefix).push_back(id.as<int64_t>());
   }
 }
 
-BpeTokenizer parse_tokenizer(const YAML::Node& root, const std::string& path) {
-  if (!root.IsMap()) throw FileError(path + ": not a JSON object");
+BpeTokenizer parse_tokenizer(const njson& root, const std::string& path) {
+  const Reader r{path};
+  if (!root.is_object()) throw FileError(path + ": not a JSON object");
   BpeTokenizer tok;
   tok.path = path;
-  const YAML::Node model = root["model"];
-  if (!model || !model.IsMap()) throw FileError(path + ": model: missing");
-  if (!model["type"]) throw FileError(path + ": model.type: missing (is this a tokenizer.json?)");
-  const std::string type = model["type"].as<std::string>();
-  if (type != "BPE") throw FileError(path + ": model.type: '" + type + "' is not BPE");
-  if (model["byte_fallback"] && model["byte_fallback"].as<bool>()) {
-    throw FileError(path + ": model.byte_fallback: SentencePiece-style BPE (LLaMA 1/2) is not supported; byte-level only");
+  const njson* model = Reader::member(root, "model");
+  if (!model) r.fail("model", "missing");
+  if (!model->is_object()) r.fail("model", "expected an object, not " + std::string(model->type_name()));
+  const njson* type = Reader::member(*model, "type");
+  const njson* vocab = Reader::member(*model, "vocab");
+  const njson* merges = Reader::member(*model, "merges");
+  if (type && !type->is_null()) {
+    const std::string& t = r.string(*type, "model.type");
+    if (t != "BPE") r.fail("model.type", "'" + t + "' is not BPE");
+  } else if (!vocab || !merges) {
+    // Hub files from before `tokenizers` wrote the type are BPE when they have both.
+    r.fail("model.type", "missing (is this a tokenizer.json?)");
   }
-  tok.ignore_merges = model["ignore_merges"] && model["ignore_merges"].as<bool>();
-  tok.pre = read_pre_tokenizer(root["pre_tokenizer"], path, tok.add_prefix_space);
+  if (r.flag(*model, "byte_fallback", "model.byte_fallback")) {
+    r.fail("model.byte_fallback", "SentencePiece-style BPE (LLaMA 1/2) is not supported; byte-level only");
+  }
+  tok.ignore_merges = r.flag(*model, "ignore_merges", "model.ignore_merges");
+  tok.pre = read_pre_tokenizer(Reader::member(root, "pre_tokenizer"), r, tok.add_prefix_space);
 
   auto add_id = [&](const std::string& token, int64_t id, const std::string& key) {
-    if (id < 0 || id > (1 << 24)) throw FileError(path + ": " + key + ": id " + std::to_string(id) + " out of range");
+    if (id < 0 || id > (1 << 24)) r.fail(key, "id " + std::to_string(id) + " out of range");
     if (static_cast<int64_t>(tok.id_to_token.size()) <= id) {
       tok.id_to_token.resize(id + 1);
       tok.is_added.resize(id + 1, false);
     }
     tok.id_to_token[id] = token;
   };
-  if (!model["vocab"].IsMap()) throw FileError(path + ": model.vocab: not an object");
-  for (const auto& kv : model["vocab"]) {
-    const std::string t = kv.first.as<std::string>();
-    const int64_t id = kv.second.as<int64_t>();
+  if (!vocab || !vocab->is_object()) r.fail("model.vocab", "not an object");
+  tok.vocab.reserve(vocab->size());
+  tok.id_to_token.reserve(vocab->size() + 1024);
+  for (auto it = vocab->begin(); it != vocab->end(); ++it) {
+    const std::string& t = it.key();
+    const int64_t id = r.integer(it.value(), "model.vocab[" + quoted(t) + "]");
     tok.vocab[t] = id;
-    add_id(t, id, "model.vocab");
+    add_id(t, id, "model.vocab[" + quoted(t) + "]");
   }
-  if (!model["merges"].IsSequence()) throw FileError(path + ": model.merges: not a list");
+  if (!merges || !merges->is_array()) r.fail("model.merges", "not a list");
+  tok.merge_rank.reserve(merges->size());
+  auto id_of = [&](const std::string& t) -> int64_t {
+    auto it = tok.vocab.find(t);
+    return it == tok.vocab.end() ? -1 : it->second;
+  };
+  std::string left, right, joined;
   int64_t rank = 0;
-  for (const auto& m : model["merges"]) {
+  for (const njson& m : *merges) {
+    auto key = [&] { return "model.merges[" + std::to_string(rank) + "]"; };
     // "left right" (tokenizers < 0.20) or ["left", "right"].
-    std::string left, right;
-    if (m.IsSequence() && m.size() == 2) {
-      left = m[0].as<std::string>();
-      right = m[1].as<std::string>();
-    } else {
-      const std::string s = m.as<std::string>();
+    if (m.is_string()) {
+      const std::string& s = m.get_ref<const std::string&>();
       const size_t sp = s.find(' ');
-      if (sp == std::string::npos) throw FileError(path + ": model.merges[" + std::to_string(rank) + "]: '" + s + "' is not a pair");
-      left = s.substr(0, sp);
-      right = s.substr(sp + 1);
+      if (sp == std::string::npos) r.fail(key(), "'" + s + "' is not a pair");
+      left.assign(s, 0, sp);
+      right.assign(s, sp + 1, std::string::npos);
+    } else if (m.is_array() && m.size() == 2 && m[0].is_string() && m[1].is_string()) {
+      left = m[0].get_ref<const std::string&>();
+      right = m[1].get_ref<const std::string&>();
+    } else {
+      r.fail(key(), "expected a string or a pair of strings, not " + std::string(m.type_name()));
     }
-    if (!tok.vocab.count(left) || !tok.vocab.count(right) || !tok.vocab.count(left + right)) {
-      throw FileError(path + ": model.merges[" + std::to_string(rank) + "]: '" + left + " " + right +
-                      "' merges tokens that are not in model.vocab");
+    joined.assign(left).append(right);
+    if (id_of(left) < 0 || id_of(right) < 0 || id_of(joined) < 0) {
+      r.fail(key(), "'" + left + " " + right + "' merges tokens that are not in model.vocab");
     }
     tok.merge_rank.emplace(left + " " + right, rank++);
   }
-  if (root["added_tokens"] && root["added_tokens"].IsSequence()) {
-    for (const auto& a : root["added_tokens"]) {
-      const std::string content = a["content"].as<std::string>();
-      const int64_t id = a["id"].as<int64_t>();
-      if (content.empty()) throw FileError(path + ": added_tokens: id " + std::to_string(id) + " has empty content");
+  if (const njson* added = Reader::member(root, "added_tokens"); added && !added->is_null()) {
+    if (!added->is_array()) r.fail("added_tokens", "not a list");
+    for (size_t i = 0; i < added->size(); ++i) {
+      const njson& a = (*added)[i];
+      const std::string key = "added_tokens[" + std::to_string(i) + "]";
+      const njson* content_j = Reader::member(a, "content");
+      const njson* id_j = Reader::member(a, "id");
+      if (!content_j || !id_j) r.fail(key, "needs content and id");
+      const std::string& content = r.string(*content_j, key + ".content");
+      const int64_t id = r.integer(*id_j, key + ".id");
+      if (content.empty()) r.fail("added_tokens", "id " + std::to_string(id) + " has empty content");
       add_id(content, id, "added_tokens");
       tok.is_added[id] = true;
       tok.added.emplace_back(content, id);
     }
   }
-  read_template(root["post_processor"], path, tok);
+  read_template(Reader::member(root, "post_processor"), "post_processor", r, tok);
   for (const auto* ids : {&tok.template_prefix, &tok.template_suffix}) {
     for (int64_t id : *ids) {
-      if (id < 0 || id >= tok.vocab_size()) {
-        throw FileError(path + ": post_processor: id " + std::to_string(id) + " is not in the vocabulary");
-      }
+      if (id < 0 || id >= tok.vocab_size()) r.fail("post_processor", "id " + std::to_string(id) + " is not in the vocabulary");
     }
   }
-  if (tok.vocab.empty()) throw FileError(path + ": model.vocab: empty");
+  if (tok.vocab.empty()) r.fail("model.vocab", "empty");
   // Every byte must have a token, or some text could not be encoded.
   for (const std::string& c : byte_map().to_char) {
-    if (!tok.vocab.count(c)) throw FileError(path + ": model.vocab: no token for the byte character '" + c + "'; not a byte-level vocabulary");
+    if (id_of(c) < 0) r.fail("model.vocab", "no token for the byte character '" + c + "'; not a byte-level vocabulary");
   }
   std::stable_sort(tok.added.begin(), tok.added.end(),
                    [](const auto& a, const auto& b) { return a.first.size() > b.first.size(); });
@@ -388,11 +475,17 @@ std::vector<int64_t> add_special_tokens(const BpeTokenizer& tok, std::vector<int
 std::vector<std::string> pretokenize(PreTokenizer pre, const std::string& text) { return split_pieces(pre, text); }
 
 BpeTokenizer read_bpe_tokenizer(const std::string& path) {
-  const YAML::Node root = load_json(path);
+  const std::string bytes = read_bytes(path);
+  njson root;
+  try {
+    root = njson::parse(bytes);
+  } catch (const njson::parse_error& e) {
+    throw FileError(path + ": not valid JSON at byte " + std::to_string(e.byte) + ": " + json_message(e));
+  }
   try {
     return parse_tokenizer(root, path);
-  } catch (const YAML::Exception& e) {  // a value of the wrong JSON type
-    throw FileError(path + ": " + e.what());
+  } catch (const njson::exception& e) {  // a value of a type the checks above did not expect
+    throw FileError(path + ": " + json_message(e));
   }
 }
 

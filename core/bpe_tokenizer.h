@@ -32,8 +32,11 @@ struct BpeTokenizer {
   int64_t vocab_size() const { return static_cast<int64_t>(id_to_token.size()); }
 };
 
-// Throws FileError naming the file and the key for anything it cannot read or does not support
-// (another model type, byte fallback, an unknown pre-tokenizer, a merge of unknown tokens).
+// Parses the file with nlohmann-json. Throws FileError naming the file and the key for anything it
+// cannot read or does not support (invalid JSON with its byte position, a value of the wrong
+// type, another model type, byte fallback, an unknown pre-tokenizer, a merge of unknown tokens).
+// A model without "type" is BPE when it has "vocab" and "merges" (older Hub files), as in
+// `tokenizers`.
 BpeTokenizer read_bpe_tokenizer(const std::string& path);
 
 std::vector<int64_t> bpe_encode(const BpeTokenizer& tok, const std::string& text);

@@ -1,7 +1,7 @@
 // Byte-level BPE from tokenizer.json: the two pre-tokenizer regexes on pieces known from the
 // regexes themselves, encoding with a fixture that is the head of GPT-2's own tokenizer (its 256
 // byte tokens and first 48 merges, ids unchanged, so the ids below are GPT-2's), round trips, and
-// the errors of files it cannot read.
+// the errors of files it cannot read (each naming the file and the key).
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -47,6 +47,31 @@ std::string error_of(const std::string& path) {
 }
 
 using Pieces = std::vector<std::string>;
+
+// The fixture as LLaMA 3's tokenizer.json has it: a Sequence of its Split regex and a ByteLevel,
+// ignore_merges, and a template that puts a special token (here <|endoftext|>, 304) first.
+std::string llama3_variant(const std::string& name, const std::string& extra_vocab = "") {
+  const std::string pre =
+      R"("pre_tokenizer": {"type": "Sequence", "pretokenizers": [{"type": "Split", "pattern": {"Regex": )"
+      R"("(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"}, )"
+      R"("behavior": "Isolated", "invert": false}, {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false}]},)";
+  std::string s = read_text(kHead);
+  const size_t from = s.find("\"pre_tokenizer\"");
+  const size_t to = s.find("\"post_processor\"");
+  s.replace(from, to - from, pre + "\n ");
+  s.replace(s.find("\"byte_fallback\": false,"), 23, "\"byte_fallback\": false, \"ignore_merges\": true,");
+  s.replace(s.find("\"!\": 0,"), 7, "\"!\": 0," + extra_vocab);
+  const std::string post =
+      R"("post_processor": {"type": "Sequence", "processors": [{"type": "ByteLevel"}, {"type": "TemplateProcessing", )"
+      R"("single": [{"SpecialToken": {"id": "<|endoftext|>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}], )"
+      R"("pair": [], "special_tokens": {"<|endoftext|>": {"id": "<|endoftext|>", "ids": [304], "tokens": ["<|endoftext|>"]}}}]},)";
+  const size_t pp = s.find("\"post_processor\"");
+  s.replace(pp, s.find("\"decoder\"") - pp, post + "\n ");
+  const std::string path = (fs::temp_directory_path() / ("deltashard_tok_" + name + ".json")).string();
+  std::ofstream(path) << s;
+  return path;
+}
+
 }  // namespace
 
 TEST(PreTokenizer, Gpt2Regex) {
@@ -89,26 +114,8 @@ TEST(BpeTokenizer, RoundTripsAnyBytes) {
 }
 
 TEST(BpeTokenizer, Llama3SequenceAndIgnoreMerges) {
-  const std::string pre =
-      R"("pre_tokenizer": {"type": "Sequence", "pretokenizers": [{"type": "Split", "pattern": {"Regex": )"
-      R"("(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"}, )"
-      R"("behavior": "Isolated", "invert": false}, {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false}]},)";
-  std::string s = read_text(kHead);
-  const size_t from = s.find("\"pre_tokenizer\"");
-  const size_t to = s.find("\"post_processor\"");
-  s.replace(from, to - from, pre + "\n ");
   // A whole-word token that no merge path reaches: with ignore_merges it is taken as is.
-  s.replace(s.find("\"byte_fallback\": false,"), 23, "\"byte_fallback\": false, \"ignore_merges\": true,");
-  s.replace(s.find("\"!\": 0,"), 7, "\"!\": 0, \"Ġdog\": 305,");
-  // LLaMA 3's post-processor: a template that puts a special token before the sequence.
-  const std::string post =
-      R"("post_processor": {"type": "Sequence", "processors": [{"type": "ByteLevel"}, {"type": "TemplateProcessing", )"
-      R"("single": [{"SpecialToken": {"id": "<|endoftext|>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}], )"
-      R"("pair": [], "special_tokens": {"<|endoftext|>": {"id": "<|endoftext|>", "ids": [304], "tokens": ["<|endoftext|>"]}}}]},)";
-  const size_t pp = s.find("\"post_processor\"");
-  s.replace(pp, s.find("\"decoder\"") - pp, post + "\n ");
-  const std::string path = (fs::temp_directory_path() / "deltashard_tok_llama3.json").string();
-  std::ofstream(path) << s;
+  const std::string path = llama3_variant("llama3", " \"Ġdog\": 305,");
   const BpeTokenizer tok = read_bpe_tokenizer(path);
   EXPECT_EQ(tok.pre, PreTokenizer::Llama3);
   EXPECT_EQ(bpe_encode(tok, "the dog 1234"), (std::vector<int64_t>{83, 258, 305, 220, 16, 17, 18, 19}));
@@ -134,6 +141,70 @@ TEST(BpeTokenizer, ErrorsNameFileAndKey) {
   const std::string cut = (fs::temp_directory_path() / "deltashard_tok_cut.json").string();
   std::ofstream(cut) << read_text(kHead).substr(0, 2000);
   EXPECT_NE(error_of(cut).find(cut + ": not valid JSON"), std::string::npos);
+}
+
+TEST(BpeTokenizer, WrongTypesNameFileAndKey) {
+  // Each error is one line: the file, the key, what was expected.
+  auto expect = [](const std::string& name, const std::string& from, const std::string& to, const std::string& message) {
+    const std::string path = variant(name, from, to);
+    const std::string e = error_of(path);
+    EXPECT_EQ(e.rfind(path + ": " + message, 0), 0u) << e;
+    EXPECT_EQ(e.find('\n'), std::string::npos) << e;
+  };
+  expect("t_merge", "\"Ġ t\"", "3", "model.merges[0]: expected a string or a pair of strings, not number");
+  expect("t_merge3", "\"i n\"", "[\"i\", \"n\", \"x\"]", "model.merges[3]: expected a string or a pair of strings, not array");
+  expect("t_merge_pair", "\"i n\"", "[\"i\", 5]", "model.merges[3]: expected a string or a pair of strings");
+  expect("t_merge_space", "\"i n\"", "\"in\"", "model.merges[3]: 'in' is not a pair");
+  expect("t_vocab", "\"!\": 0,", "\"!\": \"zero\",", "model.vocab['!']: expected an integer, not string");
+  expect("t_vocab_float", "\"!\": 0,", "\"!\": 0.5,", "model.vocab['!']: expected an integer, not number");
+  expect("t_vocab_obj", "\"vocab\": {", "\"vocab\": [], \"x\": {", "model.vocab: not an object");
+  expect("t_merges_obj", "\"merges\": [", "\"merges\": {}, \"x\": [", "model.merges: not a list");
+  expect("t_type", "\"type\": \"BPE\"", "\"type\": 7", "model.type: expected a string, not number");
+  expect("t_fallback", "\"byte_fallback\": false", "\"byte_fallback\": \"no\"", "model.byte_fallback: expected true or false, not string");
+  expect("t_added_id", "\"id\": 304", "\"id\": \"304\"", "added_tokens[0].id: expected an integer, not string");
+  expect("t_added_content", "\"content\": \"<|endoftext|>\"", "\"content\": null", "added_tokens[0].content: expected a string, not null");
+  expect("t_added_list", "\"added_tokens\": [", "\"added_tokens\": {}, \"x\": [", "added_tokens: not a list");
+  expect("t_prefix", "\"add_prefix_space\": false", "\"add_prefix_space\": 0", "pre_tokenizer.add_prefix_space: expected true or false, not number");
+  expect("t_pre_type", "\"type\": \"ByteLevel\"", "\"type\": [\"ByteLevel\"]", "pre_tokenizer.type: expected a string, not array");
+  expect("t_model", "\"model\": {", "\"model\": 1, \"x\": {", "model: expected an object, not number");
+  const std::string list = (fs::temp_directory_path() / "deltashard_tok_t_list.json").string();
+  std::ofstream(list) << "[1, 2]";
+  EXPECT_EQ(error_of(list), list + ": not a JSON object");
+  // Invalid JSON: the byte where the parser stopped, one line.
+  expect("t_json", "\"vocab\": {", "\"vocab\": {,", "not valid JSON at byte ");
+  const std::string bad = variant("t_json_at", "\"vocab\": {", "\"vocab\": {,");
+  EXPECT_NE(error_of(bad).find("not valid JSON at byte " + std::to_string(read_text(bad).find("{,") + 2) + ": "), std::string::npos)
+      << error_of(bad);
+  // Wrong types in LLaMA 3's Sequence and template name their place in the lists.
+  std::string s = read_text(llama3_variant("t_l3"));
+  s.replace(s.find("\"Regex\": \""), 10, "\"Regex\": [\"");
+  s.replace(s.find("|\\\\s+\"}"), 7, "|\\\\s+\"]}");
+  const std::string l3 = (fs::temp_directory_path() / "deltashard_tok_t_l3_regex.json").string();
+  std::ofstream(l3) << s;
+  EXPECT_EQ(error_of(l3).rfind(l3 + ": pre_tokenizer.pretokenizers[0].pattern.Regex: expected a string, not array", 0), 0u) << error_of(l3);
+  s = read_text(llama3_variant("t_l3"));
+  s.replace(s.find("\"ids\": [304]"), 12, "\"ids\": [\"304\"]");
+  std::ofstream(l3) << s;
+  EXPECT_EQ(error_of(l3).rfind(l3 + ": post_processor.processors[1].special_tokens['<|endoftext|>'].ids[0]: expected an integer", 0), 0u)
+      << error_of(l3);
+}
+
+TEST(BpeTokenizer, ModelWithoutTypeIsBpe) {
+  // Hub files written before `tokenizers` stored model.type (GPT-2's own) are BPE when they have
+  // vocab and merges, as `tokenizers` reads them.
+  const BpeTokenizer tok = read_bpe_tokenizer(variant("notype", "\"type\": \"BPE\",", ""));
+  EXPECT_EQ(read_text(fs::temp_directory_path() / "deltashard_tok_notype.json").find("\"BPE\""), std::string::npos);
+  EXPECT_EQ(tok.vocab_size(), 305);
+  EXPECT_EQ(bpe_encode(tok, "the cat and the dog"), (std::vector<int64_t>{83, 258, 269, 265, 290, 262, 288, 78, 70}));
+  EXPECT_EQ(bpe_encode(tok, "the cat and the dog"), bpe_encode(read_bpe_tokenizer(kHead), "the cat and the dog"));
+  EXPECT_EQ(read_bpe_tokenizer(variant("nulltype", "\"type\": \"BPE\"", "\"type\": null")).vocab_size(), 305);
+  // Without merges it is no BPE: still refused, naming model.type.
+  const std::string nomerges = variant("notype_nomerges", "\"type\": \"BPE\",", "");
+  std::string s = read_text(nomerges);
+  s.replace(s.find("\"merges\""), 8, "\"merged\"");
+  std::ofstream(nomerges) << s;
+  EXPECT_NE(error_of(nomerges).find(nomerges + ": model.type: missing (is this a tokenizer.json?)"), std::string::npos)
+      << error_of(nomerges);
 }
 
 TEST(BpeTokenizer, DatasetSplitsOnBytesThenEncodes) {
