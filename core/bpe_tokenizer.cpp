@@ -1,15 +1,96 @@
 #include "core/bpe_tokenizer.h"
 
 #include <algorithm>
+#include <cstring>
+#include <deque>
 #include <fstream>
+#include <functional>
 #include <limits>
 #include <stdexcept>
+#include <string_view>
 
 #include <nlohmann/json.hpp>
 
 #include "core/safetensors.h"  // FileError
 
 namespace ds {
+
+namespace {
+// Tables stay at most 70% full, so a probe rarely goes past its first slot.
+size_t table_size(size_t n) {
+  size_t cap = 16;
+  while (cap * 7 < n * 10) cap *= 2;
+  return cap;
+}
+}  // namespace
+
+void Vocab::reserve(size_t n) {
+  entries_.reserve(n);
+  const size_t cap = table_size(n);
+  if (cap <= slots_.size()) return;
+  slots_.assign(cap, 0);
+  mask_ = cap - 1;
+  for (size_t e = 0; e < entries_.size(); ++e) {
+    size_t i = entries_[e].hash & mask_;
+    while (slots_[i]) i = (i + 1) & mask_;
+    slots_[i] = static_cast<uint32_t>(e + 1);
+  }
+}
+
+void Vocab::set(std::string_view token, int64_t id) {
+  if (table_size(entries_.size() + 1) > slots_.size()) reserve(std::max<size_t>(16, 2 * entries_.size()));
+  const uint64_t h = std::hash<std::string_view>{}(token);
+  size_t i = h & mask_;
+  for (; slots_[i]; i = (i + 1) & mask_) {
+    Entry& e = entries_[slots_[i] - 1];
+    if (e.hash == h && e.len == token.size() && chars_.compare(e.at, e.len, token) == 0) {
+      e.id = static_cast<int32_t>(id);
+      return;
+    }
+  }
+  entries_.push_back({h, chars_.size(), static_cast<uint32_t>(token.size()), static_cast<int32_t>(id)});
+  chars_.append(token);
+  slots_[i] = static_cast<uint32_t>(entries_.size());
+}
+
+int64_t Vocab::find(std::string_view token) const {
+  if (slots_.empty()) return -1;
+  const uint64_t h = std::hash<std::string_view>{}(token);
+  for (size_t i = h & mask_; slots_[i]; i = (i + 1) & mask_) {
+    const Entry& e = entries_[slots_[i] - 1];
+    if (e.hash == h && e.len == token.size() && std::memcmp(chars_.data() + e.at, token.data(), e.len) == 0) return e.id;
+  }
+  return -1;
+}
+
+void MergeTable::reserve(size_t n) {
+  const size_t cap = table_size(n);
+  if (cap <= slots_.size()) return;
+  std::vector<Slot> old;
+  old.swap(slots_);
+  slots_.assign(cap, Slot{});
+  mask_ = cap - 1;
+  shift_ = 64;
+  for (size_t c = cap; c > 1; c /= 2) --shift_;
+  size_ = 0;
+  for (const Slot& s : old) {
+    if (s.key != kEmpty) insert(static_cast<int32_t>(s.key >> 32), static_cast<int32_t>(s.key & 0xFFFFFFFFu), s.rank, s.id);
+  }
+}
+
+bool MergeTable::insert(int32_t left, int32_t right, int32_t rank, int32_t id) {
+  if (table_size(size_ + 1) > slots_.size()) reserve(std::max<size_t>(16, 2 * size_));
+  const uint64_t key = pack(left, right);
+  for (size_t i = hash(key);; i = (i + 1) & mask_) {
+    Slot& s = slots_[i];
+    if (s.key == key) return false;
+    if (s.key == kEmpty) {
+      s = Slot{key, rank, id};
+      ++size_;
+      return true;
+    }
+  }
+}
 
 namespace {
 
@@ -28,41 +109,70 @@ bool in_ranges(const CodeRange (&r)[N], uint32_t cp) {
 
 bool is_letter(uint32_t cp) { return in_ranges(kLetterRanges, cp); }
 bool is_number(uint32_t cp) { return in_ranges(kNumberRanges, cp); }
-bool is_newline(uint32_t cp) { return cp == '\r' || cp == '\n'; }
 // \s as the regex engines behind `tokenizers` define it: Unicode White_Space.
 bool is_space(uint32_t cp) {
   return (cp >= 0x09 && cp <= 0x0D) || cp == 0x20 || cp == 0x85 || cp == 0xA0 || cp == 0x1680 ||
          (cp >= 0x2000 && cp <= 0x200A) || cp == 0x2028 || cp == 0x2029 || cp == 0x202F || cp == 0x205F ||
          cp == 0x3000;
 }
-bool is_other(uint32_t cp) { return !is_space(cp) && !is_letter(cp) && !is_number(cp); }
+
+// A character's class for the two regexes: \p{L}, \p{N}, \s (with [\r\n] marked too), or none of
+// them ([^\s\p{L}\p{N}]).
+enum : uint8_t { kLetter = 1, kNumber = 2, kSpace = 4, kNewline = 8, kOther = 16 };
+
+uint8_t classify_slow(uint32_t cp) {
+  if (cp == '\r' || cp == '\n') return kSpace | kNewline;
+  if (is_space(cp)) return kSpace;
+  if (is_letter(cp)) return kLetter;
+  if (is_number(cp)) return kNumber;
+  return kOther;
+}
+
+struct AsciiClasses {
+  uint8_t c[128];
+  AsciiClasses() {
+    for (uint32_t cp = 0; cp < 128; ++cp) c[cp] = classify_slow(cp);
+  }
+};
+const AsciiClasses kAscii;
+
+inline uint8_t classify(uint32_t cp) { return cp < 128 ? kAscii.c[cp] : classify_slow(cp); }
+
+struct Ch {
+  uint32_t cp;
+  uint32_t len;  // bytes
+  uint8_t cls;
+};
+
+// The character at byte i (< s.size()). A byte that starts no valid sequence stands for itself, as
+// a code point outside Unicode (so an "other").
+inline Ch char_at(std::string_view s, size_t i) {
+  const auto b = static_cast<unsigned char>(s[i]);
+  if (b < 0x80) return {b, 1, kAscii.c[b]};
+  const uint32_t len = (b >> 5) == 6 ? 2 : (b >> 4) == 14 ? 3 : (b >> 3) == 30 ? 4 : 0;
+  uint32_t cp = len == 2 ? b & 0x1F : len == 3 ? b & 0x0F : b & 0x07;
+  bool ok = len > 0 && i + len <= s.size();
+  for (size_t k = 1; ok && k < len; ++k) {
+    const auto c = static_cast<unsigned char>(s[i + k]);
+    ok = (c >> 6) == 2;
+    cp = (cp << 6) | (c & 0x3F);
+  }
+  if (!ok) return {0xFFFD0000u | b, 1, kOther};
+  return {cp, len, cp > 0x10FFFF ? static_cast<uint8_t>(kOther) : classify(cp)};
+}
 
 struct Char {
   uint32_t cp;
   size_t at, len;  // bytes in the text
 };
 
-// UTF-8 to code points; a byte that starts no valid sequence stands for itself (as an "other").
-std::vector<Char> decode_utf8(const std::string& s) {
+// UTF-8 to code points, with char_at's rule for invalid bytes.
+std::vector<Char> decode_utf8(std::string_view s) {
   std::vector<Char> out;
-  size_t i = 0;
-  while (i < s.size()) {
-    const auto b = static_cast<unsigned char>(s[i]);
-    size_t len = b < 0x80 ? 1 : (b >> 5) == 6 ? 2 : (b >> 4) == 14 ? 3 : (b >> 3) == 30 ? 4 : 0;
-    uint32_t cp = len == 1 ? b : len == 2 ? b & 0x1F : len == 3 ? b & 0x0F : b & 0x07;
-    bool ok = len > 0 && i + len <= s.size();
-    for (size_t k = 1; ok && k < len; ++k) {
-      const auto c = static_cast<unsigned char>(s[i + k]);
-      ok = (c >> 6) == 2;
-      cp = (cp << 6) | (c & 0x3F);
-    }
-    if (!ok) {
-      out.push_back({0xFFFD0000u | b, i, 1});  // outside Unicode: classified as "other"
-      i += 1;
-    } else {
-      out.push_back({cp, i, len});
-      i += len;
-    }
+  for (size_t i = 0; i < s.size();) {
+    const Ch c = char_at(s, i);
+    out.push_back({c.cp, i, c.len});
+    i += c.len;
   }
   return out;
 }
@@ -107,126 +217,167 @@ const ByteMap& byte_map() {
   return m;
 }
 
-// 's 't 're 've 'm 'll 'd at i: the match length in characters, or 0.
-size_t contraction(const std::vector<Char>& c, size_t i, bool any_case) {
-  if (c[i].cp != '\'') return 0;
-  auto lower = [&](size_t k) -> uint32_t {
-    if (k >= c.size()) return 0;
-    const uint32_t cp = c[k].cp;
-    if (!any_case) return cp;
-    if (cp == 0x17F) return 's';  // LATIN SMALL LETTER LONG S case-folds to s in regex engines
-    return cp >= 'A' && cp <= 'Z' ? cp + 32 : cp;
-  };
+// The pre-tokenizers work on the text's bytes: each matcher takes the byte where a piece starts
+// and returns the byte where it ends.
+
+// 's 't 're 've 'm 'll 'd at i: the match's end, or i.
+size_t contraction(std::string_view s, size_t i, bool any_case) {
+  if (s[i] != '\'') return i;
   for (const char* suffix : {"s", "t", "re", "ve", "m", "ll", "d"}) {
-    size_t k = 0;
-    while (suffix[k] && lower(i + 1 + k) == static_cast<uint32_t>(suffix[k])) ++k;
-    if (!suffix[k]) return 1 + k;
+    size_t at = i + 1, k = 0;
+    while (suffix[k] && at < s.size()) {
+      const Ch c = char_at(s, at);
+      uint32_t cp = c.cp;
+      if (any_case) {
+        if (cp == 0x17F) cp = 's';  // LATIN SMALL LETTER LONG S case-folds to s in regex engines
+        if (cp >= 'A' && cp <= 'Z') cp += 32;
+      }
+      if (cp != static_cast<uint32_t>(suffix[k])) break;
+      at += c.len;
+      ++k;
+    }
+    if (!suffix[k]) return at;
   }
-  return 0;
+  return i;
 }
 
-// Characters from i while pred holds, at most max.
-template <class Pred>
-size_t run(const std::vector<Char>& c, size_t i, Pred pred, size_t max = std::numeric_limits<size_t>::max()) {
-  size_t k = i;
-  while (k < c.size() && k - i < max && pred(c[k].cp)) ++k;
-  return k - i;
+// From byte i while the characters are of a class in mask, at most max of them.
+size_t run(std::string_view s, size_t i, uint8_t mask, size_t max = std::numeric_limits<size_t>::max()) {
+  for (size_t n = 0; i < s.size() && n < max; ++n) {
+    const Ch c = char_at(s, i);
+    if (!(c.cls & mask)) break;
+    i += c.len;
+  }
+  return i;
 }
 
 // The whitespace alternatives common to both regexes, \s+(?!\S)|\s+: a run of whitespace, less
 // its last character when a non-space follows and the run has more than one.
-size_t trailing_space(const std::vector<Char>& c, size_t i) {
-  const size_t n = run(c, i, is_space);
-  return (i + n < c.size() && n > 1) ? n - 1 : n;
-}
-
-size_t match_gpt2(const std::vector<Char>& c, size_t i) {
-  if (size_t n = contraction(c, i, false)) return n;
-  const size_t sp = c[i].cp == ' ' ? 1 : 0;
-  for (auto cls : {is_letter, is_number, is_other}) {
-    if (i + sp < c.size() && cls(c[i + sp].cp)) return sp + run(c, i + sp, cls);
+size_t trailing_space(std::string_view s, size_t i) {
+  size_t n = 0, last = i;
+  while (i < s.size()) {
+    const Ch c = char_at(s, i);
+    if (!(c.cls & kSpace)) break;
+    last = i;
+    i += c.len;
+    ++n;
   }
-  return trailing_space(c, i);
+  return (i < s.size() && n > 1) ? last : i;
 }
 
-size_t match_llama3(const std::vector<Char>& c, size_t i) {
-  if (size_t n = contraction(c, i, true)) return n;
+size_t match_gpt2(std::string_view s, size_t i) {
+  if (size_t e = contraction(s, i, false); e != i) return e;
+  const size_t j = i + (s[i] == ' ' ? 1 : 0);
+  if (j < s.size()) {
+    const uint8_t cls = char_at(s, j).cls;
+    if (cls & (kLetter | kNumber | kOther)) return run(s, j, cls);  // ' ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+'
+  }
+  return trailing_space(s, i);
+}
+
+size_t match_llama3(std::string_view s, size_t i) {
+  if (size_t e = contraction(s, i, true); e != i) return e;
   // [^\r\n\p{L}\p{N}]?\p{L}+
-  const uint32_t first = c[i].cp;
-  const size_t pre = (!is_newline(first) && !is_letter(first) && !is_number(first)) ? 1 : 0;
-  if (i + pre < c.size() && is_letter(c[i + pre].cp)) return pre + run(c, i + pre, is_letter);
-  if (is_number(first)) return run(c, i, is_number, 3);
+  const Ch first = char_at(s, i);
+  const size_t pre = (first.cls & (kNewline | kLetter | kNumber)) ? 0 : first.len;
+  if (i + pre < s.size() && (char_at(s, i + pre).cls & kLetter)) return run(s, i + pre, kLetter);
+  if (first.cls & kNumber) return run(s, i, kNumber, 3);
   // ' ?[^\s\p{L}\p{N}]+[\r\n]*'
-  const size_t sp = first == ' ' ? 1 : 0;
-  if (i + sp < c.size() && is_other(c[i + sp].cp)) {
-    const size_t n = sp + run(c, i + sp, is_other);
-    return n + run(c, i + n, is_newline);
-  }
+  const size_t j = i + (first.cp == ' ' ? 1 : 0);
+  if (j < s.size() && (char_at(s, j).cls & kOther)) return run(s, run(s, j, kOther), kNewline);
   // \s*[\r\n]+ : through the last newline of the whitespace run.
-  const size_t ws = run(c, i, is_space);
-  for (size_t k = ws; k > 0; --k) {
-    if (is_newline(c[i + k - 1].cp)) return k;
+  size_t newline_end = i;
+  for (size_t k = i; k < s.size();) {
+    const Ch c = char_at(s, k);
+    if (!(c.cls & kSpace)) break;
+    k += c.len;
+    if (c.cls & kNewline) newline_end = k;
   }
-  return trailing_space(c, i);
+  if (newline_end != i) return newline_end;
+  return trailing_space(s, i);
 }
 
-std::vector<std::string> split_pieces(PreTokenizer pre, const std::string& text) {
-  const std::vector<Char> c = decode_utf8(text);
-  std::vector<std::string> out;
+// Calls piece(from, to) for each piece of s, in order.
+template <class F>
+void split_pieces(PreTokenizer pre, std::string_view s, F&& piece) {
   size_t i = 0;
-  while (i < c.size()) {
-    const size_t n = pre == PreTokenizer::Gpt2 ? match_gpt2(c, i) : match_llama3(c, i);
-    const size_t from = c[i].at, to = c[i + n - 1].at + c[i + n - 1].len;
-    out.push_back(text.substr(from, to - from));
-    i += n;
+  while (i < s.size()) {
+    const size_t e = pre == PreTokenizer::Gpt2 ? match_gpt2(s, i) : match_llama3(s, i);
+    piece(i, e);
+    i = e;
   }
-  return out;
 }
 
-void bpe_piece(const BpeTokenizer& tok, const std::string& piece, std::vector<int64_t>& ids) {
-  const ByteMap& bm = byte_map();
-  std::vector<std::string> sym;
+// BPE on one piece, on ids: symbols start as the bytes' tokens; the lowest-ranked merge among
+// adjacent pairs applies to every occurrence, left to right, and again until none applies (GPT-2's
+// encoder.py, which `tokenizers` matches). The pairs wait in a min-heap by (rank, position), so a
+// piece of n bytes costs O(n log n): a round pops every pair of the lowest rank, in position
+// order, merges those still current, then pushes the pairs the merged symbols make with their
+// neighbours.
+struct MergeScratch {
+  std::vector<int32_t> id, next, prev;
+  std::vector<uint64_t> heap;  // rank << 32 | position
+  std::vector<int32_t> round, merged;
   std::string whole;
-  for (unsigned char b : piece) {
-    sym.push_back(bm.to_char[b]);
-    whole += bm.to_char[b];
-  }
+};
+
+void bpe_piece(const BpeTokenizer& tok, std::string_view piece, std::vector<int32_t>& out, MergeScratch& m) {
   if (tok.ignore_merges) {
-    auto it = tok.vocab.find(whole);
-    if (it != tok.vocab.end()) {
-      ids.push_back(it->second);
+    const ByteMap& bm = byte_map();
+    m.whole.clear();
+    for (unsigned char b : piece) m.whole += bm.to_char[b];
+    const int64_t id = tok.vocab.find(m.whole);
+    if (id >= 0) {
+      out.push_back(static_cast<int32_t>(id));
       return;
     }
   }
-  while (sym.size() > 1) {
-    int64_t best = std::numeric_limits<int64_t>::max();
-    size_t at = 0;
-    for (size_t k = 0; k + 1 < sym.size(); ++k) {
-      auto it = tok.merge_rank.find(sym[k] + " " + sym[k + 1]);
-      if (it != tok.merge_rank.end() && it->second < best) {
-        best = it->second;
-        at = k;
-      }
-    }
-    if (best == std::numeric_limits<int64_t>::max()) break;
-    // Merge every occurrence of the best pair, left to right, as GPT-2's encoder does.
-    const std::string left = sym[at], right = sym[at + 1];
-    std::vector<std::string> merged;
-    for (size_t k = 0; k < sym.size(); ++k) {
-      if (k + 1 < sym.size() && sym[k] == left && sym[k + 1] == right) {
-        merged.push_back(left + right);
-        ++k;
-      } else {
-        merged.push_back(sym[k]);
-      }
-    }
-    sym.swap(merged);
+  const int32_t n = static_cast<int32_t>(piece.size());
+  m.id.resize(n);
+  m.next.resize(n);
+  m.prev.resize(n);
+  for (int32_t k = 0; k < n; ++k) {
+    m.id[k] = tok.byte_id[static_cast<unsigned char>(piece[k])];
+    m.next[k] = k + 1 < n ? k + 1 : -1;
+    m.prev[k] = k - 1;
   }
-  for (const std::string& s : sym) {
-    auto it = tok.vocab.find(s);
-    if (it == tok.vocab.end()) throw FileError(tok.path + ": no token for '" + s + "' in model.vocab");
-    ids.push_back(it->second);
+  auto later = std::greater<uint64_t>();
+  m.heap.clear();
+  auto push = [&](int32_t left) {
+    const MergeTable::Slot* slot = tok.merges.find(m.id[left], m.id[m.next[left]]);
+    if (!slot) return;
+    m.heap.push_back(static_cast<uint64_t>(slot->rank) << 32 | static_cast<uint32_t>(left));
+    std::push_heap(m.heap.begin(), m.heap.end(), later);
+  };
+  for (int32_t k = 0; k + 1 < n; ++k) push(k);
+  while (!m.heap.empty()) {
+    const int32_t rank = static_cast<int32_t>(m.heap.front() >> 32);
+    m.round.clear();
+    while (!m.heap.empty() && static_cast<int32_t>(m.heap.front() >> 32) == rank) {
+      std::pop_heap(m.heap.begin(), m.heap.end(), later);
+      m.round.push_back(static_cast<int32_t>(m.heap.back() & 0xFFFFFFFFu));
+      m.heap.pop_back();
+    }
+    m.merged.clear();
+    for (int32_t left : m.round) {  // in position order
+      if (m.id[left] < 0) continue;  // merged into its left neighbour earlier in this round
+      const int32_t right = m.next[left];
+      if (right < 0) continue;
+      // A rank stands for one pair; a pair that changed since it was pushed has another rank.
+      const MergeTable::Slot* slot = tok.merges.find(m.id[left], m.id[right]);
+      if (!slot || slot->rank != rank) continue;
+      m.id[left] = slot->id;
+      m.id[right] = -1;
+      m.next[left] = m.next[right];
+      if (m.next[right] >= 0) m.prev[m.next[right]] = left;
+      m.merged.push_back(left);
+    }
+    for (int32_t k : m.merged) {
+      if (m.prev[k] >= 0) push(m.prev[k]);
+      if (m.next[k] >= 0) push(k);
+    }
   }
+  for (int32_t k = 0; k >= 0; k = m.next[k]) out.push_back(m.id[k]);
 }
 
 // ---- reading tokenizer.json ----
@@ -263,7 +414,7 @@ struct Reader {
   }
 };
 
-std::string quoted(const std::string& s) { return "'" + s + "'"; }
+std::string in_quotes(const std::string& s) { return "'" + s + "'"; }
 
 std::string read_bytes(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -286,6 +437,62 @@ std::string json_message(const std::exception& e) {
   const std::string what = e.what();
   const size_t at = what.find("] ");
   return what.rfind("[json.exception.", 0) == 0 && at != std::string::npos ? what.substr(at + 2) : what;
+}
+
+// model.vocab's entries and model.merges' items, taken out of the parse: as a DOM (a std::map of
+// 128K entries, an array of 280K strings for LLaMA 3) they cost more to build and to free than all
+// the rest of the load. The DOM keeps model.vocab as {} and model.merges as [], so their types are
+// still checked there.
+struct Captured {
+  std::vector<std::pair<std::string, njson>> vocab;  // in the file's order
+  std::vector<njson> merges;
+};
+
+njson parse_capturing(const std::string& bytes, Captured& c) {
+  using E = njson::parse_event_t;
+  enum Kind : uint8_t { kNone, kObject, kArray };
+  Kind kind[5] = {};       // the container whose members are at depth d (root's: 1)
+  std::string key1, key2;  // the last key at depth 1 and at depth 2
+  std::string pending;     // a vocab entry's token, until its value
+  auto in_model = [&] { return kind[1] == kObject && key1 == "model" && kind[2] == kObject; };
+  auto in_vocab = [&](int depth) { return depth == 3 && kind[3] == kObject && key2 == "vocab" && in_model(); };
+  auto in_merges = [&](int depth) { return depth == 3 && kind[3] == kArray && key2 == "merges" && in_model(); };
+  return njson::parse(bytes, [&](int depth, E event, njson& parsed) -> bool {
+    switch (event) {
+      case E::key:
+        if (in_vocab(depth)) {
+          pending = std::move(parsed.get_ref<std::string&>());
+          return false;  // not into the DOM; the value still comes to this callback
+        }
+        if (depth == 1) key1 = parsed.get_ref<const std::string&>();
+        if (depth == 2) key2 = parsed.get_ref<const std::string&>();
+        return true;
+      case E::value:
+        if (in_vocab(depth)) {
+          c.vocab.emplace_back(std::move(pending), std::move(parsed));
+          return true;  // (its key was dropped, so it is dropped too)
+        }
+        if (in_merges(depth)) {
+          c.merges.push_back(std::move(parsed));
+          return false;
+        }
+        return true;
+      case E::object_start:
+      case E::array_start:
+        // A list or object as a vocab value: kept for its error, as an empty one of its type.
+        if (in_vocab(depth)) c.vocab.emplace_back(std::move(pending), event == E::object_start ? njson::object() : njson::array());
+        if (depth < 4) kind[depth + 1] = event == E::object_start ? kObject : kArray;
+        return true;
+      case E::object_end:
+      case E::array_end:
+        if (in_merges(depth)) {
+          c.merges.push_back(std::move(parsed));  // ["left", "right"], or an object for its error
+          return false;
+        }
+        return true;
+    }
+    return true;
+  });
 }
 
 // Which of the two regexes the pre_tokenizer section asks for (ByteLevel with its own regex, or
@@ -362,7 +569,7 @@ void read_template(const njson* p, const std::string& key, const Reader& r, BpeT
   }
 }
 
-BpeTokenizer parse_tokenizer(const njson& root, const std::string& path) {
+BpeTokenizer parse_tokenizer(const njson& root, Captured& captured, const std::string& path) {
   const Reader r{path};
   if (!root.is_object()) throw FileError(path + ": not a JSON object");
   BpeTokenizer tok;
@@ -386,40 +593,39 @@ BpeTokenizer parse_tokenizer(const njson& root, const std::string& path) {
   tok.ignore_merges = r.flag(*model, "ignore_merges", "model.ignore_merges");
   tok.pre = read_pre_tokenizer(Reader::member(root, "pre_tokenizer"), r, tok.add_prefix_space);
 
-  auto add_id = [&](const std::string& token, int64_t id, const std::string& key) {
-    if (id < 0 || id > (1 << 24)) r.fail(key, "id " + std::to_string(id) + " out of range");
+  auto add_id = [&](int64_t id, auto key) {  // key() names the place, only for an error
+    if (id < 0 || id > (1 << 24)) r.fail(key(), "id " + std::to_string(id) + " out of range");
     if (static_cast<int64_t>(tok.id_to_token.size()) <= id) {
       tok.id_to_token.resize(id + 1);
       tok.is_added.resize(id + 1, false);
     }
-    tok.id_to_token[id] = token;
   };
   if (!vocab || !vocab->is_object()) r.fail("model.vocab", "not an object");
-  tok.vocab.reserve(vocab->size());
-  tok.id_to_token.reserve(vocab->size() + 1024);
-  for (auto it = vocab->begin(); it != vocab->end(); ++it) {
-    const std::string& t = it.key();
-    const int64_t id = r.integer(it.value(), "model.vocab[" + quoted(t) + "]");
-    tok.vocab[t] = id;
-    add_id(t, id, "model.vocab[" + quoted(t) + "]");
+  tok.vocab.reserve(captured.vocab.size());
+  tok.id_to_token.reserve(captured.vocab.size() + 1024);
+  for (auto& entry : captured.vocab) {
+    std::string& token = entry.first;
+    const njson& value = entry.second;
+    auto key = [&] { return "model.vocab[" + in_quotes(token) + "]"; };
+    const int64_t id = value.is_number_unsigned() && value.get<uint64_t>() <= (1u << 24) ? value.get<int64_t>() : r.integer(value, key());
+    add_id(id, key);
+    tok.vocab.set(token, id);
+    tok.id_to_token[id] = std::move(token);
   }
   if (!merges || !merges->is_array()) r.fail("model.merges", "not a list");
-  tok.merge_rank.reserve(merges->size());
-  auto id_of = [&](const std::string& t) -> int64_t {
-    auto it = tok.vocab.find(t);
-    return it == tok.vocab.end() ? -1 : it->second;
-  };
-  std::string left, right, joined;
+  tok.merges.reserve(captured.merges.size());
+  std::string joined;
   int64_t rank = 0;
-  for (const njson& m : *merges) {
+  for (const njson& m : captured.merges) {
     auto key = [&] { return "model.merges[" + std::to_string(rank) + "]"; };
     // "left right" (tokenizers < 0.20) or ["left", "right"].
+    std::string_view left, right;
     if (m.is_string()) {
-      const std::string& s = m.get_ref<const std::string&>();
+      const std::string_view s = m.get_ref<const std::string&>();
       const size_t sp = s.find(' ');
-      if (sp == std::string::npos) r.fail(key(), "'" + s + "' is not a pair");
-      left.assign(s, 0, sp);
-      right.assign(s, sp + 1, std::string::npos);
+      if (sp == std::string::npos) r.fail(key(), "'" + std::string(s) + "' is not a pair");
+      left = s.substr(0, sp);
+      right = s.substr(sp + 1);
     } else if (m.is_array() && m.size() == 2 && m[0].is_string() && m[1].is_string()) {
       left = m[0].get_ref<const std::string&>();
       right = m[1].get_ref<const std::string&>();
@@ -427,10 +633,12 @@ BpeTokenizer parse_tokenizer(const njson& root, const std::string& path) {
       r.fail(key(), "expected a string or a pair of strings, not " + std::string(m.type_name()));
     }
     joined.assign(left).append(right);
-    if (id_of(left) < 0 || id_of(right) < 0 || id_of(joined) < 0) {
-      r.fail(key(), "'" + left + " " + right + "' merges tokens that are not in model.vocab");
+    const int64_t l = tok.vocab.find(left), rt = tok.vocab.find(right), j = tok.vocab.find(joined);
+    if (l < 0 || rt < 0 || j < 0) {
+      r.fail(key(), "'" + std::string(left) + " " + std::string(right) + "' merges tokens that are not in model.vocab");
     }
-    tok.merge_rank.emplace(left + " " + right, rank++);
+    tok.merges.insert(static_cast<int32_t>(l), static_cast<int32_t>(rt), static_cast<int32_t>(rank), static_cast<int32_t>(j));
+    ++rank;
   }
   if (const njson* added = Reader::member(root, "added_tokens"); added && !added->is_null()) {
     if (!added->is_array()) r.fail("added_tokens", "not a list");
@@ -443,7 +651,8 @@ BpeTokenizer parse_tokenizer(const njson& root, const std::string& path) {
       const std::string& content = r.string(*content_j, key + ".content");
       const int64_t id = r.integer(*id_j, key + ".id");
       if (content.empty()) r.fail("added_tokens", "id " + std::to_string(id) + " has empty content");
-      add_id(content, id, "added_tokens");
+      add_id(id, [&] { return key + ".id"; });
+      tok.id_to_token[id] = content;
       tok.is_added[id] = true;
       tok.added.emplace_back(content, id);
     }
@@ -456,8 +665,11 @@ BpeTokenizer parse_tokenizer(const njson& root, const std::string& path) {
   }
   if (tok.vocab.empty()) r.fail("model.vocab", "empty");
   // Every byte must have a token, or some text could not be encoded.
-  for (const std::string& c : byte_map().to_char) {
-    if (id_of(c) < 0) r.fail("model.vocab", "no token for the byte character '" + c + "'; not a byte-level vocabulary");
+  for (int b = 0; b < 256; ++b) {
+    const std::string& c = byte_map().to_char[b];
+    const int64_t id = tok.vocab.find(c);
+    if (id < 0) r.fail("model.vocab", "no token for the byte character '" + c + "'; not a byte-level vocabulary");
+    tok.byte_id[b] = static_cast<int32_t>(id);
   }
   std::stable_sort(tok.added.begin(), tok.added.end(),
                    [](const auto& a, const auto& b) { return a.first.size() > b.first.size(); });
@@ -472,18 +684,23 @@ std::vector<int64_t> add_special_tokens(const BpeTokenizer& tok, std::vector<int
   return ids;
 }
 
-std::vector<std::string> pretokenize(PreTokenizer pre, const std::string& text) { return split_pieces(pre, text); }
+std::vector<std::string> pretokenize(PreTokenizer pre, const std::string& text) {
+  std::vector<std::string> out;
+  split_pieces(pre, text, [&](size_t from, size_t to) { out.emplace_back(text, from, to - from); });
+  return out;
+}
 
 BpeTokenizer read_bpe_tokenizer(const std::string& path) {
   const std::string bytes = read_bytes(path);
   njson root;
+  Captured captured;
   try {
-    root = njson::parse(bytes);
+    root = parse_capturing(bytes, captured);
   } catch (const njson::parse_error& e) {
     throw FileError(path + ": not valid JSON at byte " + std::to_string(e.byte) + ": " + json_message(e));
   }
   try {
-    return parse_tokenizer(root, path);
+    return parse_tokenizer(root, captured, path);
   } catch (const njson::exception& e) {  // a value of a type the checks above did not expect
     throw FileError(path + ": " + json_message(e));
   }
@@ -491,42 +708,54 @@ BpeTokenizer read_bpe_tokenizer(const std::string& path) {
 
 std::vector<int64_t> bpe_encode(const BpeTokenizer& tok, const std::string& text) {
   std::vector<int64_t> ids;
-  // Text repeats its words: each distinct piece is merged once.
-  std::unordered_map<std::string, std::vector<int64_t>> seen;
-  auto encode_plain = [&](std::string s) {
+  ids.reserve(text.size() / 3);
+  // Text repeats its words: each distinct piece is merged once. Keys are views into the text (or
+  // into `prefixed`, which lives as long).
+  std::unordered_map<std::string_view, std::pair<uint32_t, uint32_t>> seen;  // piece -> ids in `cached`
+  std::vector<int32_t> cached;
+  std::deque<std::string> prefixed;
+  MergeScratch scratch;
+  auto encode_plain = [&](std::string_view s) {
     if (s.empty()) return;
-    if (tok.add_prefix_space && s[0] != ' ') s = " " + s;
-    for (const std::string& piece : split_pieces(tok.pre, s)) {
+    if (tok.add_prefix_space && s[0] != ' ') s = prefixed.emplace_back(" " + std::string(s));
+    split_pieces(tok.pre, s, [&](size_t from, size_t to) {
+      const std::string_view piece = s.substr(from, to - from);
       auto it = seen.find(piece);
       if (it == seen.end()) {
-        std::vector<int64_t> p;
-        bpe_piece(tok, piece, p);
-        it = seen.emplace(piece, std::move(p)).first;
+        const auto at = static_cast<uint32_t>(cached.size());
+        bpe_piece(tok, piece, cached, scratch);
+        it = seen.emplace(piece, std::make_pair(at, static_cast<uint32_t>(cached.size()) - at)).first;
       }
-      ids.insert(ids.end(), it->second.begin(), it->second.end());
-    }
+      const int32_t* p = cached.data() + it->second.first;
+      ids.insert(ids.end(), p, p + it->second.second);
+    });
   };
   // Added tokens (<|endoftext|>, <|begin_of_text|>, ...) are cut out first; at one position the
-  // longest wins.
+  // longest wins. Only bytes that start one are looked at.
+  bool starts[256] = {};
+  for (const auto& a : tok.added) starts[static_cast<unsigned char>(a.first[0])] = true;
+  const std::string_view all(text);
   size_t from = 0, i = 0;
   while (i < text.size()) {
     const std::pair<std::string, int64_t>* hit = nullptr;
-    for (const auto& a : tok.added) {
-      if (text.compare(i, a.first.size(), a.first) == 0) {
-        hit = &a;
-        break;
+    if (starts[static_cast<unsigned char>(text[i])]) {
+      for (const auto& a : tok.added) {
+        if (text.compare(i, a.first.size(), a.first) == 0) {
+          hit = &a;
+          break;
+        }
       }
     }
     if (!hit) {
       ++i;
       continue;
     }
-    encode_plain(text.substr(from, i - from));
+    encode_plain(all.substr(from, i - from));
     ids.push_back(hit->second);
     i += hit->first.size();
     from = i;
   }
-  encode_plain(text.substr(from));
+  encode_plain(all.substr(from));
   return ids;
 }
 

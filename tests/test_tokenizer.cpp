@@ -1,12 +1,17 @@
 // Byte-level BPE from tokenizer.json: the two pre-tokenizer regexes on pieces known from the
 // regexes themselves, encoding with a fixture that is the head of GPT-2's own tokenizer (its 256
-// byte tokens and first 48 merges, ids unchanged, so the ids below are GPT-2's), round trips, and
-// the errors of files it cannot read (each naming the file and the key).
+// byte tokens and first 48 merges, ids unchanged, so the ids below are GPT-2's), the merges on id
+// pairs against the string merge loop they replaced, round trips, and the errors of files it
+// cannot read (each naming the file and the key).
 #include <gtest/gtest.h>
 
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <sstream>
+#include <unordered_map>
+
+#include <nlohmann/json.hpp>
 
 #include "core/bpe_tokenizer.h"
 #include "core/json_writer.h"
@@ -72,6 +77,104 @@ std::string llama3_variant(const std::string& name, const std::string& extra_voc
   return path;
 }
 
+// GPT-2's bytes_to_unicode, written out again: a byte's printable stand-in character.
+const std::string& byte_char(unsigned char b) {
+  static const std::vector<std::string> table = [] {
+    std::vector<std::string> t(256);
+    uint32_t next = 256;
+    for (uint32_t c = 0; c < 256; ++c) {
+      const bool printable = (c >= '!' && c <= '~') || (c >= 0xA1 && c <= 0xAC) || c >= 0xAE;
+      const uint32_t cp = printable ? c : next++;
+      t[c] = cp < 0x80 ? std::string(1, static_cast<char>(cp))
+                       : std::string{static_cast<char>(0xC0 | (cp >> 6)), static_cast<char>(0x80 | (cp & 0x3F))};
+    }
+    return t;
+  }();
+  return table[b];
+}
+
+// The merge loop before merges went by id pairs (GPT-2's encoder.py, on strings): the lowest
+// ranked "left right" among adjacent symbols merges everywhere, left to right, until none
+// applies. Text without added tokens.
+struct StringBpe {
+  const BpeTokenizer& tok;
+  std::unordered_map<std::string, int64_t> rank;
+
+  StringBpe(const BpeTokenizer& t, const std::string& json_path) : tok(t) {
+    const auto j = nlohmann::json::parse(read_text(json_path));
+    int64_t r = 0;
+    for (const auto& m : j["model"]["merges"]) {
+      rank.emplace(m.is_string() ? m.get<std::string>() : m[0].get<std::string>() + " " + m[1].get<std::string>(), r++);
+    }
+  }
+  std::vector<int64_t> encode(const std::string& text) const {
+    std::vector<int64_t> ids;
+    for (const std::string& piece : pretokenize(tok.pre, text)) {
+      std::vector<std::string> sym;
+      std::string whole;
+      for (unsigned char b : piece) {
+        sym.push_back(byte_char(b));
+        whole += sym.back();
+      }
+      if (tok.ignore_merges && tok.vocab.contains(whole)) {
+        ids.push_back(tok.vocab.find(whole));
+        continue;
+      }
+      while (sym.size() > 1) {
+        int64_t best = std::numeric_limits<int64_t>::max();
+        size_t at = 0;
+        for (size_t k = 0; k + 1 < sym.size(); ++k) {
+          auto it = rank.find(sym[k] + " " + sym[k + 1]);
+          if (it != rank.end() && it->second < best) {
+            best = it->second;
+            at = k;
+          }
+        }
+        if (best == std::numeric_limits<int64_t>::max()) break;
+        const std::string left = sym[at], right = sym[at + 1];
+        std::vector<std::string> merged;
+        for (size_t k = 0; k < sym.size(); ++k) {
+          if (k + 1 < sym.size() && sym[k] == left && sym[k + 1] == right) {
+            merged.push_back(left + right);
+            ++k;
+          } else {
+            merged.push_back(sym[k]);
+          }
+        }
+        sym.swap(merged);
+      }
+      for (const std::string& s : sym) ids.push_back(tok.vocab.find(s));
+    }
+    return ids;
+  }
+};
+
+// Texts for comparing encoders: the fixture's own JSON (every byte token, escapes, Unicode), a
+// fortune file when installed, random strings of the regexes' and merges' corner cases, and long
+// pieces (runs of letters, spaces and punctuation).
+std::vector<std::string> sample_texts() {
+  std::string json = read_text(kHead);
+  json.erase(json.find("<|endoftext|>"), 13);  // no added tokens: StringBpe does not cut them out
+  std::vector<std::string> texts{json};
+  const std::string wisdom = read_text("/usr/share/games/fortunes/wisdom");
+  if (!wisdom.empty()) texts.push_back(wisdom);
+  const std::vector<std::string> parts{"the", " the", "he", "in", "ing", " and", "an", "a", "t", "l", "ll", " ", "  ", "\n",
+                                       "\t", "\r\n", "'s", "'S", "'ll", "1", "234", "!", "--", "é", "日本", "🙂", "\xff",
+                                       "\xc3", "ſ", "ent", "ion", "Ġ", "."};
+  std::mt19937 rng(7);
+  for (int n = 0; n < 300; ++n) {
+    std::string s;
+    const size_t len = rng() % 60;
+    for (size_t k = 0; k < len; ++k) s += parts[rng() % parts.size()];
+    texts.push_back(s);
+  }
+  texts.push_back(std::string(1000, 'l') + " " + std::string(999, 'l'));
+  std::string long_word, long_space(500, ' '), long_punct;
+  for (int k = 0; k < 200; ++k) long_word += (k % 3 ? "the" : "ing");
+  for (int k = 0; k < 300; ++k) long_punct += (k % 2 ? "-" : "--=");
+  texts.insert(texts.end(), {long_word, " " + long_word, long_space + "x", long_punct + "\n\n"});
+  return texts;
+}
 }  // namespace
 
 TEST(PreTokenizer, Gpt2Regex) {
@@ -157,11 +260,15 @@ TEST(BpeTokenizer, WrongTypesNameFileAndKey) {
   expect("t_merge_space", "\"i n\"", "\"in\"", "model.merges[3]: 'in' is not a pair");
   expect("t_vocab", "\"!\": 0,", "\"!\": \"zero\",", "model.vocab['!']: expected an integer, not string");
   expect("t_vocab_float", "\"!\": 0,", "\"!\": 0.5,", "model.vocab['!']: expected an integer, not number");
+  expect("t_vocab_list", "\"!\": 0,", "\"!\": [0],", "model.vocab['!']: expected an integer, not array");
+  expect("t_vocab_neg", "\"!\": 0,", "\"!\": -1,", "model.vocab['!']: id -1 out of range");
+  expect("t_merge_obj", "\"Ġ t\"", "{\"Ġ\": \"t\"}", "model.merges[0]: expected a string or a pair of strings, not object");
   expect("t_vocab_obj", "\"vocab\": {", "\"vocab\": [], \"x\": {", "model.vocab: not an object");
   expect("t_merges_obj", "\"merges\": [", "\"merges\": {}, \"x\": [", "model.merges: not a list");
   expect("t_type", "\"type\": \"BPE\"", "\"type\": 7", "model.type: expected a string, not number");
   expect("t_fallback", "\"byte_fallback\": false", "\"byte_fallback\": \"no\"", "model.byte_fallback: expected true or false, not string");
   expect("t_added_id", "\"id\": 304", "\"id\": \"304\"", "added_tokens[0].id: expected an integer, not string");
+  expect("t_added_range", "\"id\": 304", "\"id\": 16777217", "added_tokens[0].id: id 16777217 out of range");
   expect("t_added_content", "\"content\": \"<|endoftext|>\"", "\"content\": null", "added_tokens[0].content: expected a string, not null");
   expect("t_added_list", "\"added_tokens\": [", "\"added_tokens\": {}, \"x\": [", "added_tokens: not a list");
   expect("t_prefix", "\"add_prefix_space\": false", "\"add_prefix_space\": 0", "pre_tokenizer.add_prefix_space: expected true or false, not number");
@@ -205,6 +312,68 @@ TEST(BpeTokenizer, ModelWithoutTypeIsBpe) {
   std::ofstream(nomerges) << s;
   EXPECT_NE(error_of(nomerges).find(nomerges + ": model.type: missing (is this a tokenizer.json?)"), std::string::npos)
       << error_of(nomerges);
+}
+
+TEST(BpeTokenizer, KeysInAnyOrder) {
+  // model.vocab and model.merges are read as they are parsed; merges before the vocabulary, the
+  // model first, and merges as pairs read the same.
+  const BpeTokenizer head = read_bpe_tokenizer(kHead);
+  const auto j = nlohmann::ordered_json::parse(read_text(kHead));
+  nlohmann::ordered_json model, root;
+  model["merges"] = nlohmann::ordered_json::array();
+  for (const auto& m : j["model"]["merges"]) {
+    const std::string s = m.get<std::string>();
+    model["merges"].push_back({s.substr(0, s.find(' ')), s.substr(s.find(' ') + 1)});
+  }
+  for (const auto& [k, v] : j["model"].items()) {
+    if (k != "merges") model[k] = v;
+  }
+  root["model"] = model;
+  for (const auto& [k, v] : j.items()) {
+    if (k != "model") root[k] = v;
+  }
+  const std::string path = (fs::temp_directory_path() / "deltashard_tok_order.json").string();
+  std::ofstream(path) << root.dump(1);
+  ASSERT_LT(read_text(path).find("\"merges\""), read_text(path).find("\"vocab\""));
+  const BpeTokenizer tok = read_bpe_tokenizer(path);
+  EXPECT_EQ(tok.vocab_size(), head.vocab_size());
+  EXPECT_EQ(tok.merges.size(), head.merges.size());
+  for (const std::string& text : {std::string("the cat and the dog<|endoftext|> then"), read_text(kHead)}) {
+    EXPECT_EQ(bpe_encode(tok, text), bpe_encode(head, text));
+  }
+}
+
+TEST(BpeTokenizer, IdPairMergesEqualStringMerges) {
+  // The merges by id pairs give the ids the string merge loop gave, piece by piece, for GPT-2's
+  // fixture and its LLaMA 3 variant (ignore_merges, another regex).
+  for (const std::string& path : {kHead, llama3_variant("idpairs", " \"Ġdog\": 305,")}) {
+    const BpeTokenizer tok = read_bpe_tokenizer(path);
+    const StringBpe reference(tok, path);
+    size_t tokens = 0;
+    for (const std::string& text : sample_texts()) {
+      const std::vector<int64_t> ids = bpe_encode(tok, text);
+      ASSERT_EQ(ids, reference.encode(text)) << path << " on " << text.size() << " bytes: " << text.substr(0, 80);
+      tokens += ids.size();
+    }
+    EXPECT_GT(tokens, 10000u);
+  }
+}
+
+TEST(BpeTokenizer, MergesGoInRoundsAsGpt2s) {
+  // A merge list out of the usual order: "ll l" (rank 0) before "l l". GPT-2's loop merges every
+  // "l l" of a round before it looks at the pairs those make, so "llll" is [ll, ll], not
+  // [lll, l] as merging the best pair one at a time would give.
+  std::string s = read_text(kHead);
+  s.replace(s.find("\"!\": 0,"), 7, "\"!\": 0, \"lll\": 305,");
+  s.replace(s.find("\"merges\": ["), 11, "\"merges\": [\"ll l\",");
+  const std::string path = (fs::temp_directory_path() / "deltashard_tok_rounds.json").string();
+  std::ofstream(path) << s;
+  const BpeTokenizer tok = read_bpe_tokenizer(path);
+  EXPECT_EQ(bpe_encode(tok, "llll"), (std::vector<int64_t>{297, 297}));
+  EXPECT_EQ(bpe_encode(tok, "lll"), (std::vector<int64_t>{305}));
+  EXPECT_EQ(bpe_encode(tok, "lllll"), (std::vector<int64_t>{297, 305}));  // [ll, ll, l], then "ll l"
+  const StringBpe reference(tok, path);
+  for (const std::string& text : sample_texts()) ASSERT_EQ(bpe_encode(tok, text), reference.encode(text)) << text.substr(0, 80);
 }
 
 TEST(BpeTokenizer, DatasetSplitsOnBytesThenEncodes) {
