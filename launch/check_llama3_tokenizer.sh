@@ -59,13 +59,15 @@ boo HE'S I'LL they'Re we'VE 'd 1234567 3.14159 ½ 镇 🦙Ꙋ naïve café — �
 EOF
 node launch/llama3_js_encode.mjs "$pkg" "$work/text.txt" > "$work/reference.ids"
 "$bin" tokenize --tokenizer "$tokenizer" --file "$work/text.txt" --json |
-  python3 -c 'import json, sys; print("\n".join(map(str, json.load(sys.stdin)["tokens"])))' > "$work/deltashard.ids"
+  python3 -c 'import json, sys; j = json.load(sys.stdin); print("\n".join(map(str, j["tokens"] if "tokens" in j else j["ids"])))' \
+  > "$work/deltashard.ids"
 echo "$(wc -c < "$work/text.txt") bytes, $(wc -l < "$work/reference.ids") llama3-tokenizer-js tokens, $(wc -l < "$work/deltashard.ids") deltashard tokens"
 if cmp -s "$work/reference.ids" "$work/deltashard.ids"; then
   echo "every token id agrees"
 else
-  line=$(cmp "$work/reference.ids" "$work/deltashard.ids" | sed -n 's/.* line \([0-9]*\).*/\1/p')
-  echo "first difference at token $line:"
+  line=$(cmp "$work/reference.ids" "$work/deltashard.ids" 2>&1 | sed -n 's/.* line \([0-9]*\).*/\1/p' || true)
+  line=${line:-1}
+  echo "first difference at token $line (llama3-tokenizer-js, deltashard):"
   paste "$work/reference.ids" "$work/deltashard.ids" | sed -n "$((line > 5 ? line - 5 : 1)),$((line + 5))p"
   exit 1
 fi
