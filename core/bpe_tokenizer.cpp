@@ -1,17 +1,100 @@
 #include "core/bpe_tokenizer.h"
 
 #include <algorithm>
+#include <cstring>
+#include <deque>
 #include <fstream>
+#include <functional>
 #include <limits>
 #include <stdexcept>
+#include <string_view>
 
-#include <yaml-cpp/yaml.h>
+#include <nlohmann/json.hpp>
 
 #include "core/safetensors.h"  // FileError
 
 namespace ds {
 
 namespace {
+// Tables stay at most 70% full, so a probe rarely goes past its first slot.
+size_t table_size(size_t n) {
+  size_t cap = 16;
+  while (cap * 7 < n * 10) cap *= 2;
+  return cap;
+}
+}  // namespace
+
+void Vocab::reserve(size_t n) {
+  entries_.reserve(n);
+  const size_t cap = table_size(n);
+  if (cap <= slots_.size()) return;
+  slots_.assign(cap, 0);
+  mask_ = cap - 1;
+  for (size_t e = 0; e < entries_.size(); ++e) {
+    size_t i = entries_[e].hash & mask_;
+    while (slots_[i]) i = (i + 1) & mask_;
+    slots_[i] = static_cast<uint32_t>(e + 1);
+  }
+}
+
+void Vocab::set(std::string_view token, int64_t id) {
+  if (table_size(entries_.size() + 1) > slots_.size()) reserve(std::max<size_t>(16, 2 * entries_.size()));
+  const uint64_t h = std::hash<std::string_view>{}(token);
+  size_t i = h & mask_;
+  for (; slots_[i]; i = (i + 1) & mask_) {
+    Entry& e = entries_[slots_[i] - 1];
+    if (e.hash == h && e.len == token.size() && chars_.compare(e.at, e.len, token) == 0) {
+      e.id = static_cast<int32_t>(id);
+      return;
+    }
+  }
+  entries_.push_back({h, chars_.size(), static_cast<uint32_t>(token.size()), static_cast<int32_t>(id)});
+  chars_.append(token);
+  slots_[i] = static_cast<uint32_t>(entries_.size());
+}
+
+int64_t Vocab::find(std::string_view token) const {
+  if (slots_.empty()) return -1;
+  const uint64_t h = std::hash<std::string_view>{}(token);
+  for (size_t i = h & mask_; slots_[i]; i = (i + 1) & mask_) {
+    const Entry& e = entries_[slots_[i] - 1];
+    if (e.hash == h && e.len == token.size() && std::memcmp(chars_.data() + e.at, token.data(), e.len) == 0) return e.id;
+  }
+  return -1;
+}
+
+void MergeTable::reserve(size_t n) {
+  const size_t cap = table_size(n);
+  if (cap <= slots_.size()) return;
+  std::vector<Slot> old;
+  old.swap(slots_);
+  slots_.assign(cap, Slot{});
+  mask_ = cap - 1;
+  shift_ = 64;
+  for (size_t c = cap; c > 1; c /= 2) --shift_;
+  size_ = 0;
+  for (const Slot& s : old) {
+    if (s.key != kEmpty) insert(static_cast<int32_t>(s.key >> 32), static_cast<int32_t>(s.key & 0xFFFFFFFFu), s.rank, s.id);
+  }
+}
+
+bool MergeTable::insert(int32_t left, int32_t right, int32_t rank, int32_t id) {
+  if (table_size(size_ + 1) > slots_.size()) reserve(std::max<size_t>(16, 2 * size_));
+  const uint64_t key = pack(left, right);
+  for (size_t i = hash(key);; i = (i + 1) & mask_) {
+    Slot& s = slots_[i];
+    if (s.key == key) return false;
+    if (s.key == kEmpty) {
+      s = Slot{key, rank, id};
+      ++size_;
+      return true;
+    }
+  }
+}
+
+namespace {
+
+using njson = nlohmann::json;
 
 struct CodeRange {
   uint32_t lo, hi;
@@ -26,41 +109,70 @@ bool in_ranges(const CodeRange (&r)[N], uint32_t cp) {
 
 bool is_letter(uint32_t cp) { return in_ranges(kLetterRanges, cp); }
 bool is_number(uint32_t cp) { return in_ranges(kNumberRanges, cp); }
-bool is_newline(uint32_t cp) { return cp == '\r' || cp == '\n'; }
 // \s as the regex engines behind `tokenizers` define it: Unicode White_Space.
 bool is_space(uint32_t cp) {
   return (cp >= 0x09 && cp <= 0x0D) || cp == 0x20 || cp == 0x85 || cp == 0xA0 || cp == 0x1680 ||
          (cp >= 0x2000 && cp <= 0x200A) || cp == 0x2028 || cp == 0x2029 || cp == 0x202F || cp == 0x205F ||
          cp == 0x3000;
 }
-bool is_other(uint32_t cp) { return !is_space(cp) && !is_letter(cp) && !is_number(cp); }
+
+// A character's class for the two regexes: \p{L}, \p{N}, \s (with [\r\n] marked too), or none of
+// them ([^\s\p{L}\p{N}]).
+enum : uint8_t { kLetter = 1, kNumber = 2, kSpace = 4, kNewline = 8, kOther = 16 };
+
+uint8_t classify_slow(uint32_t cp) {
+  if (cp == '\r' || cp == '\n') return kSpace | kNewline;
+  if (is_space(cp)) return kSpace;
+  if (is_letter(cp)) return kLetter;
+  if (is_number(cp)) return kNumber;
+  return kOther;
+}
+
+struct AsciiClasses {
+  uint8_t c[128];
+  AsciiClasses() {
+    for (uint32_t cp = 0; cp < 128; ++cp) c[cp] = classify_slow(cp);
+  }
+};
+const AsciiClasses kAscii;
+
+inline uint8_t classify(uint32_t cp) { return cp < 128 ? kAscii.c[cp] : classify_slow(cp); }
+
+struct Ch {
+  uint32_t cp;
+  uint32_t len;  // bytes
+  uint8_t cls;
+};
+
+// The character at byte i (< s.size()). A byte that starts no valid sequence stands for itself, as
+// a code point outside Unicode (so an "other").
+inline Ch char_at(std::string_view s, size_t i) {
+  const auto b = static_cast<unsigned char>(s[i]);
+  if (b < 0x80) return {b, 1, kAscii.c[b]};
+  const uint32_t len = (b >> 5) == 6 ? 2 : (b >> 4) == 14 ? 3 : (b >> 3) == 30 ? 4 : 0;
+  uint32_t cp = len == 2 ? b & 0x1F : len == 3 ? b & 0x0F : b & 0x07;
+  bool ok = len > 0 && i + len <= s.size();
+  for (size_t k = 1; ok && k < len; ++k) {
+    const auto c = static_cast<unsigned char>(s[i + k]);
+    ok = (c >> 6) == 2;
+    cp = (cp << 6) | (c & 0x3F);
+  }
+  if (!ok) return {0xFFFD0000u | b, 1, kOther};
+  return {cp, len, cp > 0x10FFFF ? static_cast<uint8_t>(kOther) : classify(cp)};
+}
 
 struct Char {
   uint32_t cp;
   size_t at, len;  // bytes in the text
 };
 
-// UTF-8 to code points; a byte that starts no valid sequence stands for itself (as an "other").
-std::vector<Char> decode_utf8(const std::string& s) {
+// UTF-8 to code points, with char_at's rule for invalid bytes.
+std::vector<Char> decode_utf8(std::string_view s) {
   std::vector<Char> out;
-  size_t i = 0;
-  while (i < s.size()) {
-    const auto b = static_cast<unsigned char>(s[i]);
-    size_t len = b < 0x80 ? 1 : (b >> 5) == 6 ? 2 : (b >> 4) == 14 ? 3 : (b >> 3) == 30 ? 4 : 0;
-    uint32_t cp = len == 1 ? b : len == 2 ? b & 0x1F : len == 3 ? b & 0x0F : b & 0x07;
-    bool ok = len > 0 && i + len <= s.size();
-    for (size_t k = 1; ok && k < len; ++k) {
-      const auto c = static_cast<unsigned char>(s[i + k]);
-      ok = (c >> 6) == 2;
-      cp = (cp << 6) | (c & 0x3F);
-    }
-    if (!ok) {
-      out.push_back({0xFFFD0000u | b, i, 1});  // outside Unicode: classified as "other"
-      i += 1;
-    } else {
-      out.push_back({cp, i, len});
-      i += len;
-    }
+  for (size_t i = 0; i < s.size();) {
+    const Ch c = char_at(s, i);
+    out.push_back({c.cp, i, c.len});
+    i += c.len;
   }
   return out;
 }
@@ -105,164 +217,316 @@ const ByteMap& byte_map() {
   return m;
 }
 
-// 's 't 're 've 'm 'll 'd at i: the match length in characters, or 0.
-size_t contraction(const std::vector<Char>& c, size_t i, bool any_case) {
-  if (c[i].cp != '\'') return 0;
-  auto lower = [&](size_t k) -> uint32_t {
-    if (k >= c.size()) return 0;
-    const uint32_t cp = c[k].cp;
-    if (!any_case) return cp;
-    if (cp == 0x17F) return 's';  // LATIN SMALL LETTER LONG S case-folds to s in regex engines
-    return cp >= 'A' && cp <= 'Z' ? cp + 32 : cp;
-  };
+// The pre-tokenizers work on the text's bytes: each matcher takes the byte where a piece starts
+// and returns the byte where it ends.
+
+// 's 't 're 've 'm 'll 'd at i: the match's end, or i.
+size_t contraction(std::string_view s, size_t i, bool any_case) {
+  if (s[i] != '\'') return i;
   for (const char* suffix : {"s", "t", "re", "ve", "m", "ll", "d"}) {
-    size_t k = 0;
-    while (suffix[k] && lower(i + 1 + k) == static_cast<uint32_t>(suffix[k])) ++k;
-    if (!suffix[k]) return 1 + k;
+    size_t at = i + 1, k = 0;
+    while (suffix[k] && at < s.size()) {
+      const Ch c = char_at(s, at);
+      uint32_t cp = c.cp;
+      if (any_case) {
+        if (cp == 0x17F) cp = 's';  // LATIN SMALL LETTER LONG S case-folds to s in regex engines
+        if (cp >= 'A' && cp <= 'Z') cp += 32;
+      }
+      if (cp != static_cast<uint32_t>(suffix[k])) break;
+      at += c.len;
+      ++k;
+    }
+    if (!suffix[k]) return at;
   }
-  return 0;
+  return i;
 }
 
-// Characters from i while pred holds, at most max.
-template <class Pred>
-size_t run(const std::vector<Char>& c, size_t i, Pred pred, size_t max = std::numeric_limits<size_t>::max()) {
-  size_t k = i;
-  while (k < c.size() && k - i < max && pred(c[k].cp)) ++k;
-  return k - i;
+// From byte i while the characters are of a class in mask, at most max of them.
+size_t run(std::string_view s, size_t i, uint8_t mask, size_t max = std::numeric_limits<size_t>::max()) {
+  for (size_t n = 0; i < s.size() && n < max; ++n) {
+    const Ch c = char_at(s, i);
+    if (!(c.cls & mask)) break;
+    i += c.len;
+  }
+  return i;
 }
 
 // The whitespace alternatives common to both regexes, \s+(?!\S)|\s+: a run of whitespace, less
 // its last character when a non-space follows and the run has more than one.
-size_t trailing_space(const std::vector<Char>& c, size_t i) {
-  const size_t n = run(c, i, is_space);
-  return (i + n < c.size() && n > 1) ? n - 1 : n;
-}
-
-size_t match_gpt2(const std::vector<Char>& c, size_t i) {
-  if (size_t n = contraction(c, i, false)) return n;
-  const size_t sp = c[i].cp == ' ' ? 1 : 0;
-  for (auto cls : {is_letter, is_number, is_other}) {
-    if (i + sp < c.size() && cls(c[i + sp].cp)) return sp + run(c, i + sp, cls);
+size_t trailing_space(std::string_view s, size_t i) {
+  size_t n = 0, last = i;
+  while (i < s.size()) {
+    const Ch c = char_at(s, i);
+    if (!(c.cls & kSpace)) break;
+    last = i;
+    i += c.len;
+    ++n;
   }
-  return trailing_space(c, i);
+  return (i < s.size() && n > 1) ? last : i;
 }
 
-size_t match_llama3(const std::vector<Char>& c, size_t i) {
-  if (size_t n = contraction(c, i, true)) return n;
+size_t match_gpt2(std::string_view s, size_t i) {
+  if (size_t e = contraction(s, i, false); e != i) return e;
+  const size_t j = i + (s[i] == ' ' ? 1 : 0);
+  if (j < s.size()) {
+    const uint8_t cls = char_at(s, j).cls;
+    if (cls & (kLetter | kNumber | kOther)) return run(s, j, cls);  // ' ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+'
+  }
+  return trailing_space(s, i);
+}
+
+size_t match_llama3(std::string_view s, size_t i) {
+  if (size_t e = contraction(s, i, true); e != i) return e;
   // [^\r\n\p{L}\p{N}]?\p{L}+
-  const uint32_t first = c[i].cp;
-  const size_t pre = (!is_newline(first) && !is_letter(first) && !is_number(first)) ? 1 : 0;
-  if (i + pre < c.size() && is_letter(c[i + pre].cp)) return pre + run(c, i + pre, is_letter);
-  if (is_number(first)) return run(c, i, is_number, 3);
+  const Ch first = char_at(s, i);
+  const size_t pre = (first.cls & (kNewline | kLetter | kNumber)) ? 0 : first.len;
+  if (i + pre < s.size() && (char_at(s, i + pre).cls & kLetter)) return run(s, i + pre, kLetter);
+  if (first.cls & kNumber) return run(s, i, kNumber, 3);
   // ' ?[^\s\p{L}\p{N}]+[\r\n]*'
-  const size_t sp = first == ' ' ? 1 : 0;
-  if (i + sp < c.size() && is_other(c[i + sp].cp)) {
-    const size_t n = sp + run(c, i + sp, is_other);
-    return n + run(c, i + n, is_newline);
-  }
+  const size_t j = i + (first.cp == ' ' ? 1 : 0);
+  if (j < s.size() && (char_at(s, j).cls & kOther)) return run(s, run(s, j, kOther), kNewline);
   // \s*[\r\n]+ : through the last newline of the whitespace run.
-  const size_t ws = run(c, i, is_space);
-  for (size_t k = ws; k > 0; --k) {
-    if (is_newline(c[i + k - 1].cp)) return k;
+  size_t newline_end = i;
+  for (size_t k = i; k < s.size();) {
+    const Ch c = char_at(s, k);
+    if (!(c.cls & kSpace)) break;
+    k += c.len;
+    if (c.cls & kNewline) newline_end = k;
   }
-  return trailing_space(c, i);
+  if (newline_end != i) return newline_end;
+  return trailing_space(s, i);
 }
 
-std::vector<std::string> split_pieces(PreTokenizer pre, const std::string& text) {
-  const std::vector<Char> c = decode_utf8(text);
-  std::vector<std::string> out;
+// Calls piece(from, to) for each piece of s, in order.
+template <class F>
+void split_pieces(PreTokenizer pre, std::string_view s, F&& piece) {
   size_t i = 0;
-  while (i < c.size()) {
-    const size_t n = pre == PreTokenizer::Gpt2 ? match_gpt2(c, i) : match_llama3(c, i);
-    const size_t from = c[i].at, to = c[i + n - 1].at + c[i + n - 1].len;
-    out.push_back(text.substr(from, to - from));
-    i += n;
+  while (i < s.size()) {
+    const size_t e = pre == PreTokenizer::Gpt2 ? match_gpt2(s, i) : match_llama3(s, i);
+    piece(i, e);
+    i = e;
   }
-  return out;
 }
 
-void bpe_piece(const BpeTokenizer& tok, const std::string& piece, std::vector<int64_t>& ids) {
-  const ByteMap& bm = byte_map();
-  std::vector<std::string> sym;
+// BPE on one piece, on ids: symbols start as the bytes' tokens; the lowest-ranked merge among
+// adjacent pairs applies to every occurrence, left to right, and again until none applies (GPT-2's
+// encoder.py, which `tokenizers` matches). The pairs wait in a min-heap by (rank, position), so a
+// piece of n bytes costs O(n log n): a round pops every pair of the lowest rank, in position
+// order, merges those still current, then pushes the pairs the merged symbols make with their
+// neighbours.
+struct MergeScratch {
+  std::vector<int32_t> id, next, prev;
+  std::vector<uint64_t> heap;  // rank << 32 | position
+  std::vector<int32_t> round, merged;
   std::string whole;
-  for (unsigned char b : piece) {
-    sym.push_back(bm.to_char[b]);
-    whole += bm.to_char[b];
-  }
+};
+
+void bpe_piece(const BpeTokenizer& tok, std::string_view piece, std::vector<int32_t>& out, MergeScratch& m) {
   if (tok.ignore_merges) {
-    auto it = tok.vocab.find(whole);
-    if (it != tok.vocab.end()) {
-      ids.push_back(it->second);
+    const ByteMap& bm = byte_map();
+    m.whole.clear();
+    for (unsigned char b : piece) m.whole += bm.to_char[b];
+    const int64_t id = tok.vocab.find(m.whole);
+    if (id >= 0) {
+      out.push_back(static_cast<int32_t>(id));
       return;
     }
   }
-  while (sym.size() > 1) {
-    int64_t best = std::numeric_limits<int64_t>::max();
-    size_t at = 0;
-    for (size_t k = 0; k + 1 < sym.size(); ++k) {
-      auto it = tok.merge_rank.find(sym[k] + " " + sym[k + 1]);
-      if (it != tok.merge_rank.end() && it->second < best) {
-        best = it->second;
-        at = k;
-      }
-    }
-    if (best == std::numeric_limits<int64_t>::max()) break;
-    // Merge every occurrence of the best pair, left to right, as GPT-2's encoder does.
-    const std::string left = sym[at], right = sym[at + 1];
-    std::vector<std::string> merged;
-    for (size_t k = 0; k < sym.size(); ++k) {
-      if (k + 1 < sym.size() && sym[k] == left && sym[k + 1] == right) {
-        merged.push_back(left + right);
-        ++k;
-      } else {
-        merged.push_back(sym[k]);
-      }
-    }
-    sym.swap(merged);
+  const int32_t n = static_cast<int32_t>(piece.size());
+  m.id.resize(n);
+  m.next.resize(n);
+  m.prev.resize(n);
+  for (int32_t k = 0; k < n; ++k) {
+    m.id[k] = tok.byte_id[static_cast<unsigned char>(piece[k])];
+    m.next[k] = k + 1 < n ? k + 1 : -1;
+    m.prev[k] = k - 1;
   }
-  for (const std::string& s : sym) {
-    auto it = tok.vocab.find(s);
-    if (it == tok.vocab.end()) throw FileError(tok.path + ": no token for '" + s + "' in model.vocab");
-    ids.push_back(it->second);
+  auto later = std::greater<uint64_t>();
+  m.heap.clear();
+  auto push = [&](int32_t left) {
+    const MergeTable::Slot* slot = tok.merges.find(m.id[left], m.id[m.next[left]]);
+    if (!slot) return;
+    m.heap.push_back(static_cast<uint64_t>(slot->rank) << 32 | static_cast<uint32_t>(left));
+    std::push_heap(m.heap.begin(), m.heap.end(), later);
+  };
+  for (int32_t k = 0; k + 1 < n; ++k) push(k);
+  while (!m.heap.empty()) {
+    const int32_t rank = static_cast<int32_t>(m.heap.front() >> 32);
+    m.round.clear();
+    while (!m.heap.empty() && static_cast<int32_t>(m.heap.front() >> 32) == rank) {
+      std::pop_heap(m.heap.begin(), m.heap.end(), later);
+      m.round.push_back(static_cast<int32_t>(m.heap.back() & 0xFFFFFFFFu));
+      m.heap.pop_back();
+    }
+    m.merged.clear();
+    for (int32_t left : m.round) {  // in position order
+      if (m.id[left] < 0) continue;  // merged into its left neighbour earlier in this round
+      const int32_t right = m.next[left];
+      if (right < 0) continue;
+      // A rank stands for one pair; a pair that changed since it was pushed has another rank.
+      const MergeTable::Slot* slot = tok.merges.find(m.id[left], m.id[right]);
+      if (!slot || slot->rank != rank) continue;
+      m.id[left] = slot->id;
+      m.id[right] = -1;
+      m.next[left] = m.next[right];
+      if (m.next[right] >= 0) m.prev[m.next[right]] = left;
+      m.merged.push_back(left);
+    }
+    for (int32_t k : m.merged) {
+      if (m.prev[k] >= 0) push(m.prev[k]);
+      if (m.next[k] >= 0) push(k);
+    }
   }
+  for (int32_t k = 0; k >= 0; k = m.next[k]) out.push_back(m.id[k]);
 }
 
-YAML::Node load_json(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) throw FileError(path + ": cannot open");
-  try {
-    return YAML::Load(in);
-  } catch (const YAML::Exception& e) {
-    throw FileError(path + ": not valid JSON: " + e.what());
+// ---- reading tokenizer.json ----
+
+struct Reader {
+  const std::string& path;
+
+  [[noreturn]] void fail(const std::string& key, const std::string& why) const {
+    throw FileError(path + ": " + key + ": " + why);
   }
+  // A member of an object, or null when absent (or when j is not an object).
+  static const njson* member(const njson& j, const char* name) {
+    if (!j.is_object()) return nullptr;
+    auto it = j.find(name);
+    return it == j.end() ? nullptr : &*it;
+  }
+  const std::string& string(const njson& j, const std::string& key) const {
+    if (!j.is_string()) fail(key, "expected a string, not " + std::string(j.type_name()));
+    return j.get_ref<const std::string&>();
+  }
+  int64_t integer(const njson& j, const std::string& key) const {
+    if (!j.is_number_integer()) fail(key, "expected an integer, not " + std::string(j.type_name()));
+    if (j.is_number_unsigned() && j.get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
+      fail(key, "id " + j.dump() + " out of range");
+    }
+    return j.get<int64_t>();
+  }
+  // An optional flag: absent or null is the default.
+  bool flag(const njson& obj, const char* name, const std::string& key, bool dflt = false) const {
+    const njson* v = member(obj, name);
+    if (!v || v->is_null()) return dflt;
+    if (!v->is_boolean()) fail(key, "expected true or false, not " + std::string(v->type_name()));
+    return v->get<bool>();
+  }
+};
+
+std::string in_quotes(const std::string& s) { return "'" + s + "'"; }
+
+std::string read_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw FileError(path + ": cannot open");
+  in.seekg(0, std::ios::end);
+  const std::streamoff size = in.tellg();
+  std::string bytes;
+  if (size > 0) {
+    bytes.resize(static_cast<size_t>(size));
+    in.seekg(0);
+    in.read(bytes.data(), size);
+    bytes.resize(static_cast<size_t>(in.gcount()));
+  }
+  if (in.bad()) throw FileError(path + ": cannot read");
+  return bytes;
+}
+
+// nlohmann's message without its "[json.exception.parse_error.101] " prefix.
+std::string json_message(const std::exception& e) {
+  const std::string what = e.what();
+  const size_t at = what.find("] ");
+  return what.rfind("[json.exception.", 0) == 0 && at != std::string::npos ? what.substr(at + 2) : what;
+}
+
+// model.vocab's entries and model.merges' items, taken out of the parse: as a DOM (a std::map of
+// 128K entries, an array of 280K strings for LLaMA 3) they cost more to build and to free than all
+// the rest of the load. The DOM keeps model.vocab as {} and model.merges as [], so their types are
+// still checked there.
+struct Captured {
+  std::vector<std::pair<std::string, njson>> vocab;  // in the file's order
+  std::vector<njson> merges;
+};
+
+njson parse_capturing(const std::string& bytes, Captured& c) {
+  using E = njson::parse_event_t;
+  enum Kind : uint8_t { kNone, kObject, kArray };
+  Kind kind[5] = {};       // the container whose members are at depth d (root's: 1)
+  std::string key1, key2;  // the last key at depth 1 and at depth 2
+  std::string pending;     // a vocab entry's token, until its value
+  auto in_model = [&] { return kind[1] == kObject && key1 == "model" && kind[2] == kObject; };
+  auto in_vocab = [&](int depth) { return depth == 3 && kind[3] == kObject && key2 == "vocab" && in_model(); };
+  auto in_merges = [&](int depth) { return depth == 3 && kind[3] == kArray && key2 == "merges" && in_model(); };
+  return njson::parse(bytes, [&](int depth, E event, njson& parsed) -> bool {
+    switch (event) {
+      case E::key:
+        if (in_vocab(depth)) {
+          pending = std::move(parsed.get_ref<std::string&>());
+          return false;  // not into the DOM; the value still comes to this callback
+        }
+        if (depth == 1) key1 = parsed.get_ref<const std::string&>();
+        if (depth == 2) key2 = parsed.get_ref<const std::string&>();
+        return true;
+      case E::value:
+        if (in_vocab(depth)) {
+          c.vocab.emplace_back(std::move(pending), std::move(parsed));
+          return true;  // (its key was dropped, so it is dropped too)
+        }
+        if (in_merges(depth)) {
+          c.merges.push_back(std::move(parsed));
+          return false;
+        }
+        return true;
+      case E::object_start:
+      case E::array_start:
+        // A list or object as a vocab value: kept for its error, as an empty one of its type.
+        if (in_vocab(depth)) c.vocab.emplace_back(std::move(pending), event == E::object_start ? njson::object() : njson::array());
+        if (depth < 4) kind[depth + 1] = event == E::object_start ? kObject : kArray;
+        return true;
+      case E::object_end:
+      case E::array_end:
+        if (in_merges(depth)) {
+          c.merges.push_back(std::move(parsed));  // ["left", "right"], or an object for its error
+          return false;
+        }
+        return true;
+    }
+    return true;
+  });
 }
 
 // Which of the two regexes the pre_tokenizer section asks for (ByteLevel with its own regex, or
 // a Sequence of a Split by LLaMA 3's regex and a ByteLevel without one).
-PreTokenizer read_pre_tokenizer(const YAML::Node& p, const std::string& path, bool& add_prefix_space) {
+PreTokenizer read_pre_tokenizer(const njson* p, const Reader& r, bool& add_prefix_space) {
   auto fail = [&](const std::string& why) -> PreTokenizer {
-    throw FileError(path + ": pre_tokenizer: " + why + " (DeltaShard reads GPT-2 and LLaMA 3 byte-level BPE)");
+    r.fail("pre_tokenizer", why + " (DeltaShard reads GPT-2 and LLaMA 3 byte-level BPE)");
   };
-  if (!p || !p.IsMap() || !p["type"]) return fail("missing");
-  const std::string type = p["type"].as<std::string>();
+  if (!p || !p->is_object() || !Reader::member(*p, "type")) return fail("missing");
+  const std::string& type = r.string(*Reader::member(*p, "type"), "pre_tokenizer.type");
   if (type == "ByteLevel") {
-    add_prefix_space = p["add_prefix_space"] && p["add_prefix_space"].as<bool>();
-    if (p["use_regex"] && !p["use_regex"].as<bool>()) return fail("ByteLevel without its regex");
+    add_prefix_space = r.flag(*p, "add_prefix_space", "pre_tokenizer.add_prefix_space");
+    if (!r.flag(*p, "use_regex", "pre_tokenizer.use_regex", true)) return fail("ByteLevel without its regex");
     return PreTokenizer::Gpt2;
   }
-  if (type != "Sequence" || !p["pretokenizers"].IsSequence()) return fail("type '" + type + "' is not supported");
+  const njson* seq = Reader::member(*p, "pretokenizers");
+  if (type != "Sequence" || !seq || !seq->is_array()) return fail("type '" + type + "' is not supported");
   bool split = false, byte_level = false;
-  for (const auto& s : p["pretokenizers"]) {
-    const std::string t = s["type"] ? s["type"].as<std::string>() : "";
-    if (t == "Split") {
-      const std::string re = s["pattern"] && s["pattern"]["Regex"] ? s["pattern"]["Regex"].as<std::string>() : "";
+  for (size_t i = 0; i < seq->size(); ++i) {
+    const njson& s = (*seq)[i];
+    const std::string key = "pre_tokenizer.pretokenizers[" + std::to_string(i) + "]";
+    const njson* t = Reader::member(s, "type");
+    const std::string type_i = t ? r.string(*t, key + ".type") : "";
+    if (type_i == "Split") {
+      const njson* pattern = Reader::member(s, "pattern");
+      const njson* regex = pattern ? Reader::member(*pattern, "Regex") : nullptr;
+      const std::string re = regex ? r.string(*regex, key + ".pattern.Regex") : "";
       if (re.find("\\p{N}{1,3}") == std::string::npos) return fail("Split regex '" + re + "' is not LLaMA 3's");
       split = true;
-    } else if (t == "ByteLevel") {
+    } else if (type_i == "ByteLevel") {
       byte_level = true;
-      add_prefix_space = s["add_prefix_space"] && s["add_prefix_space"].as<bool>();
+      add_prefix_space = r.flag(s, "add_prefix_space", key + ".add_prefix_space");
     } else {
-      return fail("'" + t + "' in the sequence is not supported");
+      return fail("'" + type_i + "' in the sequence is not supported");
     }
   }
   if (!split || !byte_level) return fail("a sequence needs a Split and a ByteLevel");
@@ -271,106 +535,141 @@ PreTokenizer read_pre_tokenizer(const YAML::Node& p, const std::string& path, bo
 
 // TemplateProcessing's "single" (top level or inside a Sequence): the special tokens before and
 // after the sequence "A". Other processors (GPT-2's ByteLevel) add nothing.
-void read_template(const YAML::Node& p, const std::string& path, BpeTokenizer& tok) {
-  if (!p || !p.IsMap() || !p["type"]) return;
-  const std::string type = p["type"].as<std::string>();
-  if (type == "Sequence" && p["processors"].IsSequence()) {
-    for (const auto& q : p["processors"]) read_template(q, path, tok);
+void read_template(const njson* p, const std::string& key, const Reader& r, BpeTokenizer& tok) {
+  if (!p || !p->is_object() || !Reader::member(*p, "type")) return;
+  const std::string& type = r.string(*Reader::member(*p, "type"), key + ".type");
+  const njson* processors = Reader::member(*p, "processors");
+  if (type == "Sequence" && processors && processors->is_array()) {
+    for (size_t i = 0; i < processors->size(); ++i) {
+      read_template(&(*processors)[i], key + ".processors[" + std::to_string(i) + "]", r, tok);
+    }
     return;
   }
   if (type != "TemplateProcessing") return;
-  if (!p["single"].IsSequence()) throw FileError(path + ": post_processor.single: not a list");
+  const njson* single = Reader::member(*p, "single");
+  if (!single || !single->is_array()) r.fail(key + ".single", "not a list");
   bool seen_sequence = false;
-  for (const auto& item : p["single"]) {
-    if (item["Sequence"]) {
+  for (const njson& item : *single) {
+    if (Reader::member(item, "Sequence")) {
       seen_sequence = true;
       continue;
     }
-    if (!item["SpecialToken"] || !item["SpecialToken"]["id"]) {
-      throw FileError(path + ": post_processor.single: items must be Sequence or SpecialToken");
+    const njson* special = Reader::member(item, "SpecialToken");
+    const njson* name_j = special ? Reader::member(*special, "id") : nullptr;
+    if (!name_j) r.fail(key + ".single", "items must be Sequence or SpecialToken");
+    const std::string& name = r.string(*name_j, key + ".single[].SpecialToken.id");
+    const njson* specials = Reader::member(*p, "special_tokens");
+    const njson* entry = specials ? Reader::member(*specials, name.c_str()) : nullptr;
+    const njson* ids = entry ? Reader::member(*entry, "ids") : nullptr;
+    if (!ids || !ids->is_array()) r.fail(key + ".special_tokens", "no ids for '" + name + "'");
+    for (size_t i = 0; i < ids->size(); ++i) {
+      const int64_t id = r.integer((*ids)[i], key + ".special_tokens['" + name + "'].ids[" + std::to_string(i) + "]");
+      (seen_sequence ? tok.template_suffix : tok.template_prefix).push_back(id);
     }
-    const std::string name = item["SpecialToken"]["id"].as<std::string>();
-    const YAML::Node special = p["special_tokens"][name];
-    if (!special || !special["ids"].IsSequence()) {
-      throw FileError(path + ": post_processor.special_tokens: no ids for '" + name + "'");
-    }
-    for (const auto& id : special["ids"]) (seen_sequence ? tok.template_suffix : tok.template_prefix).push_back(id.as<int64_t>());
   }
 }
 
-BpeTokenizer parse_tokenizer(const YAML::Node& root, const std::string& path) {
-  if (!root.IsMap()) throw FileError(path + ": not a JSON object");
+BpeTokenizer parse_tokenizer(const njson& root, Captured& captured, const std::string& path) {
+  const Reader r{path};
+  if (!root.is_object()) throw FileError(path + ": not a JSON object");
   BpeTokenizer tok;
   tok.path = path;
-  const YAML::Node model = root["model"];
-  if (!model || !model.IsMap()) throw FileError(path + ": model: missing");
-  if (!model["type"]) throw FileError(path + ": model.type: missing (is this a tokenizer.json?)");
-  const std::string type = model["type"].as<std::string>();
-  if (type != "BPE") throw FileError(path + ": model.type: '" + type + "' is not BPE");
-  if (model["byte_fallback"] && model["byte_fallback"].as<bool>()) {
-    throw FileError(path + ": model.byte_fallback: SentencePiece-style BPE (LLaMA 1/2) is not supported; byte-level only");
+  const njson* model = Reader::member(root, "model");
+  if (!model) r.fail("model", "missing");
+  if (!model->is_object()) r.fail("model", "expected an object, not " + std::string(model->type_name()));
+  const njson* type = Reader::member(*model, "type");
+  const njson* vocab = Reader::member(*model, "vocab");
+  const njson* merges = Reader::member(*model, "merges");
+  if (type && !type->is_null()) {
+    const std::string& t = r.string(*type, "model.type");
+    if (t != "BPE") r.fail("model.type", "'" + t + "' is not BPE");
+  } else if (!vocab || !merges) {
+    // Hub files from before `tokenizers` wrote the type are BPE when they have both.
+    r.fail("model.type", "missing (is this a tokenizer.json?)");
   }
-  tok.ignore_merges = model["ignore_merges"] && model["ignore_merges"].as<bool>();
-  tok.pre = read_pre_tokenizer(root["pre_tokenizer"], path, tok.add_prefix_space);
+  if (r.flag(*model, "byte_fallback", "model.byte_fallback")) {
+    r.fail("model.byte_fallback", "SentencePiece-style BPE (LLaMA 1/2) is not supported; byte-level only");
+  }
+  tok.ignore_merges = r.flag(*model, "ignore_merges", "model.ignore_merges");
+  tok.pre = read_pre_tokenizer(Reader::member(root, "pre_tokenizer"), r, tok.add_prefix_space);
 
-  auto add_id = [&](const std::string& token, int64_t id, const std::string& key) {
-    if (id < 0 || id > (1 << 24)) throw FileError(path + ": " + key + ": id " + std::to_string(id) + " out of range");
+  auto add_id = [&](int64_t id, auto key) {  // key() names the place, only for an error
+    if (id < 0 || id > (1 << 24)) r.fail(key(), "id " + std::to_string(id) + " out of range");
     if (static_cast<int64_t>(tok.id_to_token.size()) <= id) {
       tok.id_to_token.resize(id + 1);
       tok.is_added.resize(id + 1, false);
     }
-    tok.id_to_token[id] = token;
   };
-  if (!model["vocab"].IsMap()) throw FileError(path + ": model.vocab: not an object");
-  for (const auto& kv : model["vocab"]) {
-    const std::string t = kv.first.as<std::string>();
-    const int64_t id = kv.second.as<int64_t>();
-    tok.vocab[t] = id;
-    add_id(t, id, "model.vocab");
+  if (!vocab || !vocab->is_object()) r.fail("model.vocab", "not an object");
+  tok.vocab.reserve(captured.vocab.size());
+  tok.id_to_token.reserve(captured.vocab.size() + 1024);
+  for (auto& entry : captured.vocab) {
+    std::string& token = entry.first;
+    const njson& value = entry.second;
+    auto key = [&] { return "model.vocab[" + in_quotes(token) + "]"; };
+    const int64_t id = value.is_number_unsigned() && value.get<uint64_t>() <= (1u << 24) ? value.get<int64_t>() : r.integer(value, key());
+    add_id(id, key);
+    tok.vocab.set(token, id);
+    tok.id_to_token[id] = std::move(token);
   }
-  if (!model["merges"].IsSequence()) throw FileError(path + ": model.merges: not a list");
+  if (!merges || !merges->is_array()) r.fail("model.merges", "not a list");
+  tok.merges.reserve(captured.merges.size());
+  std::string joined;
   int64_t rank = 0;
-  for (const auto& m : model["merges"]) {
+  for (const njson& m : captured.merges) {
+    auto key = [&] { return "model.merges[" + std::to_string(rank) + "]"; };
     // "left right" (tokenizers < 0.20) or ["left", "right"].
-    std::string left, right;
-    if (m.IsSequence() && m.size() == 2) {
-      left = m[0].as<std::string>();
-      right = m[1].as<std::string>();
-    } else {
-      const std::string s = m.as<std::string>();
+    std::string_view left, right;
+    if (m.is_string()) {
+      const std::string_view s = m.get_ref<const std::string&>();
       const size_t sp = s.find(' ');
-      if (sp == std::string::npos) throw FileError(path + ": model.merges[" + std::to_string(rank) + "]: '" + s + "' is not a pair");
+      if (sp == std::string::npos) r.fail(key(), "'" + std::string(s) + "' is not a pair");
       left = s.substr(0, sp);
       right = s.substr(sp + 1);
+    } else if (m.is_array() && m.size() == 2 && m[0].is_string() && m[1].is_string()) {
+      left = m[0].get_ref<const std::string&>();
+      right = m[1].get_ref<const std::string&>();
+    } else {
+      r.fail(key(), "expected a string or a pair of strings, not " + std::string(m.type_name()));
     }
-    if (!tok.vocab.count(left) || !tok.vocab.count(right) || !tok.vocab.count(left + right)) {
-      throw FileError(path + ": model.merges[" + std::to_string(rank) + "]: '" + left + " " + right +
-                      "' merges tokens that are not in model.vocab");
+    joined.assign(left).append(right);
+    const int64_t l = tok.vocab.find(left), rt = tok.vocab.find(right), j = tok.vocab.find(joined);
+    if (l < 0 || rt < 0 || j < 0) {
+      r.fail(key(), "'" + std::string(left) + " " + std::string(right) + "' merges tokens that are not in model.vocab");
     }
-    tok.merge_rank.emplace(left + " " + right, rank++);
+    tok.merges.insert(static_cast<int32_t>(l), static_cast<int32_t>(rt), static_cast<int32_t>(rank), static_cast<int32_t>(j));
+    ++rank;
   }
-  if (root["added_tokens"] && root["added_tokens"].IsSequence()) {
-    for (const auto& a : root["added_tokens"]) {
-      const std::string content = a["content"].as<std::string>();
-      const int64_t id = a["id"].as<int64_t>();
-      if (content.empty()) throw FileError(path + ": added_tokens: id " + std::to_string(id) + " has empty content");
-      add_id(content, id, "added_tokens");
+  if (const njson* added = Reader::member(root, "added_tokens"); added && !added->is_null()) {
+    if (!added->is_array()) r.fail("added_tokens", "not a list");
+    for (size_t i = 0; i < added->size(); ++i) {
+      const njson& a = (*added)[i];
+      const std::string key = "added_tokens[" + std::to_string(i) + "]";
+      const njson* content_j = Reader::member(a, "content");
+      const njson* id_j = Reader::member(a, "id");
+      if (!content_j || !id_j) r.fail(key, "needs content and id");
+      const std::string& content = r.string(*content_j, key + ".content");
+      const int64_t id = r.integer(*id_j, key + ".id");
+      if (content.empty()) r.fail("added_tokens", "id " + std::to_string(id) + " has empty content");
+      add_id(id, [&] { return key + ".id"; });
+      tok.id_to_token[id] = content;
       tok.is_added[id] = true;
       tok.added.emplace_back(content, id);
     }
   }
-  read_template(root["post_processor"], path, tok);
+  read_template(Reader::member(root, "post_processor"), "post_processor", r, tok);
   for (const auto* ids : {&tok.template_prefix, &tok.template_suffix}) {
     for (int64_t id : *ids) {
-      if (id < 0 || id >= tok.vocab_size()) {
-        throw FileError(path + ": post_processor: id " + std::to_string(id) + " is not in the vocabulary");
-      }
+      if (id < 0 || id >= tok.vocab_size()) r.fail("post_processor", "id " + std::to_string(id) + " is not in the vocabulary");
     }
   }
-  if (tok.vocab.empty()) throw FileError(path + ": model.vocab: empty");
+  if (tok.vocab.empty()) r.fail("model.vocab", "empty");
   // Every byte must have a token, or some text could not be encoded.
-  for (const std::string& c : byte_map().to_char) {
-    if (!tok.vocab.count(c)) throw FileError(path + ": model.vocab: no token for the byte character '" + c + "'; not a byte-level vocabulary");
+  for (int b = 0; b < 256; ++b) {
+    const std::string& c = byte_map().to_char[b];
+    const int64_t id = tok.vocab.find(c);
+    if (id < 0) r.fail("model.vocab", "no token for the byte character '" + c + "'; not a byte-level vocabulary");
+    tok.byte_id[b] = static_cast<int32_t>(id);
   }
   std::stable_sort(tok.added.begin(), tok.added.end(),
                    [](const auto& a, const auto& b) { return a.first.size() > b.first.size(); });
@@ -385,55 +684,78 @@ std::vector<int64_t> add_special_tokens(const BpeTokenizer& tok, std::vector<int
   return ids;
 }
 
-std::vector<std::string> pretokenize(PreTokenizer pre, const std::string& text) { return split_pieces(pre, text); }
+std::vector<std::string> pretokenize(PreTokenizer pre, const std::string& text) {
+  std::vector<std::string> out;
+  split_pieces(pre, text, [&](size_t from, size_t to) { out.emplace_back(text, from, to - from); });
+  return out;
+}
 
 BpeTokenizer read_bpe_tokenizer(const std::string& path) {
-  const YAML::Node root = load_json(path);
+  const std::string bytes = read_bytes(path);
+  njson root;
+  Captured captured;
   try {
-    return parse_tokenizer(root, path);
-  } catch (const YAML::Exception& e) {  // a value of the wrong JSON type
-    throw FileError(path + ": " + e.what());
+    root = parse_capturing(bytes, captured);
+  } catch (const njson::parse_error& e) {
+    throw FileError(path + ": not valid JSON at byte " + std::to_string(e.byte) + ": " + json_message(e));
+  }
+  try {
+    return parse_tokenizer(root, captured, path);
+  } catch (const njson::exception& e) {  // a value of a type the checks above did not expect
+    throw FileError(path + ": " + json_message(e));
   }
 }
 
 std::vector<int64_t> bpe_encode(const BpeTokenizer& tok, const std::string& text) {
   std::vector<int64_t> ids;
-  // Text repeats its words: each distinct piece is merged once.
-  std::unordered_map<std::string, std::vector<int64_t>> seen;
-  auto encode_plain = [&](std::string s) {
+  ids.reserve(text.size() / 3);
+  // Text repeats its words: each distinct piece is merged once. Keys are views into the text (or
+  // into `prefixed`, which lives as long).
+  std::unordered_map<std::string_view, std::pair<uint32_t, uint32_t>> seen;  // piece -> ids in `cached`
+  std::vector<int32_t> cached;
+  std::deque<std::string> prefixed;
+  MergeScratch scratch;
+  auto encode_plain = [&](std::string_view s) {
     if (s.empty()) return;
-    if (tok.add_prefix_space && s[0] != ' ') s = " " + s;
-    for (const std::string& piece : split_pieces(tok.pre, s)) {
+    if (tok.add_prefix_space && s[0] != ' ') s = prefixed.emplace_back(" " + std::string(s));
+    split_pieces(tok.pre, s, [&](size_t from, size_t to) {
+      const std::string_view piece = s.substr(from, to - from);
       auto it = seen.find(piece);
       if (it == seen.end()) {
-        std::vector<int64_t> p;
-        bpe_piece(tok, piece, p);
-        it = seen.emplace(piece, std::move(p)).first;
+        const auto at = static_cast<uint32_t>(cached.size());
+        bpe_piece(tok, piece, cached, scratch);
+        it = seen.emplace(piece, std::make_pair(at, static_cast<uint32_t>(cached.size()) - at)).first;
       }
-      ids.insert(ids.end(), it->second.begin(), it->second.end());
-    }
+      const int32_t* p = cached.data() + it->second.first;
+      ids.insert(ids.end(), p, p + it->second.second);
+    });
   };
   // Added tokens (<|endoftext|>, <|begin_of_text|>, ...) are cut out first; at one position the
-  // longest wins.
+  // longest wins. Only bytes that start one are looked at.
+  bool starts[256] = {};
+  for (const auto& a : tok.added) starts[static_cast<unsigned char>(a.first[0])] = true;
+  const std::string_view all(text);
   size_t from = 0, i = 0;
   while (i < text.size()) {
     const std::pair<std::string, int64_t>* hit = nullptr;
-    for (const auto& a : tok.added) {
-      if (text.compare(i, a.first.size(), a.first) == 0) {
-        hit = &a;
-        break;
+    if (starts[static_cast<unsigned char>(text[i])]) {
+      for (const auto& a : tok.added) {
+        if (text.compare(i, a.first.size(), a.first) == 0) {
+          hit = &a;
+          break;
+        }
       }
     }
     if (!hit) {
       ++i;
       continue;
     }
-    encode_plain(text.substr(from, i - from));
+    encode_plain(all.substr(from, i - from));
     ids.push_back(hit->second);
     i += hit->first.size();
     from = i;
   }
-  encode_plain(text.substr(from));
+  encode_plain(all.substr(from));
   return ids;
 }
 
