@@ -1,0 +1,214 @@
+#!/usr/bin/env bash
+# The GPU check of issue 15, run ON the lent GPU machine from the repository root (with .gpudeps/
+# carried along, see launch/fetch_gpu_deps.sh):
+#   (a) builds DeltaShard into build-gpu/ (launch/setup_gpu.sh)              -> OUTDIR/build.log
+#       and records how the executable binds libstdc++'s std::filesystem    -> OUTDIR/linkcheck.txt
+#   (b) for each configs/bench/*.yaml: deltashard bench step, then the Hugging Face peer
+#       (launch/peer_hf_peft.py) eager and with torch.compile, one line each -> OUTDIR/results.jsonl
+#         {"case": NAME, "impl": "deltashard"|"hf_peft"|"hf_peft_compiled", "result": {...}}
+#       or {"case", "impl", "error": "..."}; raw output in OUTDIR/raw/
+#   (c) the ctest suite in build-gpu/                                        -> OUTDIR/ctest.log
+#   (d) a Markdown table case x impl                                         -> OUTDIR/table.md
+# Only a failed build stops it; every other failure is recorded and the script goes on.
+#
+# usage: launch/gpu_check.sh OUTDIR
+# env:   GPU_CHECK_PHASES  which of "build bench ctest" to run (default all three; the table is
+#                          always written); without build, build-gpu/ must already be there
+#        GPU_CHECK_CASES   bench case names (default every configs/bench/*.yaml, e.g. "llama-1b-lora")
+#        GPU_CHECK_IMPLS   default "deltashard hf_peft hf_peft_compiled"
+#        GPU_CHECK_TIMEOUT seconds per bench command (default 150)
+#        GPU_CHECK_STEPS / GPU_CHECK_WARMUP  timed / untimed steps (default 10 / 3)
+#        CTEST_TIMEOUT     seconds for the whole ctest run (default 900); CTEST_ARGS extra arguments
+set -u
+cd "$(dirname "$0")/.." || exit 1
+
+if [[ $# -ne 1 ]]; then echo "usage: $0 OUTDIR" >&2; exit 2; fi
+out=$1
+mkdir -p "$out/raw" || { echo "gpu_check: cannot create $out" >&2; exit 1; }
+out=$(cd "$out" && pwd)
+results=$out/results.jsonl
+phases=" ${GPU_CHECK_PHASES:-build bench ctest} "
+timeout_s=${GPU_CHECK_TIMEOUT:-150}
+steps=${GPU_CHECK_STEPS:-10}
+warmup=${GPU_CHECK_WARMUP:-3}
+impls=${GPU_CHECK_IMPLS:-deltashard hf_peft hf_peft_compiled}
+t_start=$(date +%s)
+say() { echo "gpu_check [$(( $(date +%s) - t_start ))s]: $*"; }
+
+{
+  echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | sed 's/^/gpu: /'
+  echo "python3: $(command -v python3)"
+} | tee "$out/machine.txt"
+
+# --- (a) build ---------------------------------------------------------------------------------------
+if [[ $phases == *" build "* ]]; then
+  say "building (launch/setup_gpu.sh > $out/build.log)"
+  if ! launch/setup_gpu.sh > "$out/build.log" 2>&1; then
+    tail -n 40 "$out/build.log" >&2
+    say "BUILD FAILED: see $out/build.log"
+    exit 1
+  fi
+  say "built"
+fi
+if [[ ! -x build-gpu/deltashard || ! -f build-gpu/deps.env ]]; then
+  say "build-gpu/deltashard or build-gpu/deps.env is missing (run the build phase)"
+  exit 1
+fi
+# shellcheck disable=SC1091
+. build-gpu/deps.env
+
+# Which library std::filesystem binds to (libstdc++.so.6 must come before libtorch*.so in NEEDED,
+# else the wheel's libtorch_cpu.so copies win: pytorch/pytorch#133437).
+{
+  echo "== NEEDED of build-gpu/deltashard (in order)"
+  readelf -d build-gpu/deltashard 2>&1 | grep -E 'NEEDED|RPATH|RUNPATH'
+  echo "== std::filesystem bindings at start-up (LD_BIND_NOW=1 LD_DEBUG=bindings deltashard --help)"
+  LD_BIND_NOW=1 LD_DEBUG=bindings timeout 60 build-gpu/deltashard --help 2>&1 >/dev/null \
+    | grep -E 'filesystem' | sed -E 's/^ *[0-9]+: *//' | head -n 40
+} > "$out/linkcheck.txt" 2>&1
+grep -m1 -E 'remove_all' "$out/linkcheck.txt" | sed 's/^/gpu_check: /'
+
+# One JSON line per command into results.jsonl (python3: no jq needed here).
+record() {  # record CASE IMPL RC STDOUT STDERR
+  python3 - "$@" >> "$results" <<'PY'
+import json, sys
+case, impl, rc, out_path, err_path = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
+def lines(p):
+    try:
+        with open(p, errors="replace") as f:
+            return [l.strip() for l in f if l.strip()]
+    except OSError:
+        return []
+result = None
+for line in reversed(lines(out_path)):
+    if line.startswith("{"):
+        try:
+            result = json.loads(line)
+            break
+        except ValueError:
+            pass
+rec = {"case": case, "impl": impl}
+if rc == 0 and isinstance(result, dict):
+    rec["result"] = result
+else:
+    err = lines(err_path)
+    last = err[-1] if err else "(no stderr)"
+    if rc in (124, 137):
+        rec["error"] = f"timed out ({rc}); last stderr: {last}"
+    elif rc == 0:
+        rec["error"] = f"exit 0 but no JSON line on stdout; last stderr: {last}"
+    else:
+        rec["error"] = f"exit {rc}: {last}"
+print(json.dumps(rec, separators=(",", ":")))
+PY
+}
+
+write_table() {
+  python3 - "$results" > "$out/table.md" <<'PY'
+import json, sys
+rows = []
+with open(sys.argv[1]) as f:
+    for line in f:
+        line = line.strip()
+        if line:
+            try:
+                rows.append(json.loads(line))
+            except ValueError:
+                pass
+
+def metrics(r):
+    """The leaf holding the numbers: result[dtype][method], result[method] or result itself."""
+    d = r
+    for _ in range(3):
+        if not isinstance(d, dict) or "tokens_per_s" in d:
+            break
+        keys = list(d)
+        pick = next((k for k in ("bf16", "lora") if k in d), keys[0] if len(keys) == 1 else None)
+        if pick is None:
+            break
+        d = d[pick]
+    return d if isinstance(d, dict) else {}
+
+def first(d, *names):
+    for n in names:
+        if d.get(n) is not None:
+            return d[n]
+    return None
+
+def fmt(v, spec):
+    return "-" if v is None else format(v, spec)
+
+print("| case | impl | tokens/s | step ms | peak GPU GiB | MFU 6N | MFU 4N | trainable | note |")
+print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+for r in rows:
+    if "result" in r:
+        m = metrics(r["result"])
+        note = ""
+        if m.get("compile_s") is not None and r["impl"].endswith("compiled"):
+            note = f"warm-up incl. compile {m['compile_s']} s"
+        print("| {} | {} | {} | {} | {} | {} | {} | {} | {} |".format(
+            r["case"], r["impl"],
+            fmt(first(m, "tokens_per_s"), ",.0f"),
+            fmt(first(m, "step_ms", "median_step_ms"), ".1f"),
+            fmt(first(m, "peak_gpu_mem_gib", "peak_gpu_gib", "peak_cuda_mem_gib"), ".2f"),
+            fmt(first(m, "mfu_6n"), ".3f"), fmt(first(m, "mfu_4n"), ".3f"),
+            fmt(first(m, "trainable_params"), ","), note))
+    else:
+        err = r.get("error", "?").replace("|", "/")[:160]
+        print(f"| {r['case']} | {r['impl']} | - | - | - | - | - | - | {err} |")
+PY
+}
+
+# --- (b) benches -------------------------------------------------------------------------------------
+if [[ $phases == *" bench "* ]]; then
+  : > "$results"
+  if [[ -n ${GPU_CHECK_CASES:-} ]]; then
+    configs=()
+    for c in $GPU_CHECK_CASES; do configs+=("configs/bench/$c.yaml"); done
+  else
+    configs=(configs/bench/*.yaml)
+  fi
+  for cfg in "${configs[@]}"; do
+    name=$(basename "$cfg" .yaml)
+    if [[ ! -r $cfg ]]; then
+      echo "{\"case\":\"$name\",\"impl\":\"-\",\"error\":\"$cfg: cannot read\"}" >> "$results"
+      continue
+    fi
+    for impl in $impls; do
+      case $impl in
+        deltashard) cmd=(build-gpu/deltashard bench step "$cfg" --methods lora --dtypes bf16 --random-data
+                         --steps "$steps" --warmup "$warmup" --json) ;;
+        hf_peft) cmd=(python3 launch/peer_hf_peft.py --config "$cfg" --steps "$steps" --warmup "$warmup" --json) ;;
+        hf_peft_compiled) cmd=(python3 launch/peer_hf_peft.py --config "$cfg" --steps "$steps" --warmup "$warmup"
+                               --compile --json) ;;
+        *) say "unknown impl $impl (skipped)"; continue ;;
+      esac
+      say "$name / $impl: ${cmd[*]}"
+      t0=$(date +%s)
+      timeout --kill-after=10 "$timeout_s" "${cmd[@]}" > "$out/raw/$name.$impl.out" 2> "$out/raw/$name.$impl.err"
+      rc=$?
+      record "$name" "$impl" "$rc" "$out/raw/$name.$impl.out" "$out/raw/$name.$impl.err"
+      say "$name / $impl: exit $rc in $(( $(date +%s) - t0 )) s: $(tail -n 1 "$results" | cut -c1-200)"
+    done
+  done
+  write_table
+  say "results: $results; table: $out/table.md"
+fi
+
+# --- (c) ctest ---------------------------------------------------------------------------------------
+if [[ $phases == *" ctest "* ]]; then
+  say "ctest (log: $out/ctest.log)"
+  # shellcheck disable=SC2086
+  (cd build-gpu && timeout --kill-after=20 "${CTEST_TIMEOUT:-900}" \
+     ctest --output-on-failure -j8 --timeout 300 ${CTEST_ARGS:-}) > "$out/ctest.log" 2>&1
+  rc=$?
+  say "ctest exit $rc: $(grep -E 'tests passed|tests failed' "$out/ctest.log" | tail -n 1)"
+  grep -E '^\s+[0-9]+ - .*\((Failed|Timeout|SEGFAULT|Subprocess|Exception|Not Run)' "$out/ctest.log" | head -n 40
+fi
+
+# --- (d) table ---------------------------------------------------------------------------------------
+[[ -f $results ]] || : > "$results"
+write_table
+cat "$out/table.md"
+say "done in $(( $(date +%s) - t_start )) s; outputs in $out"
