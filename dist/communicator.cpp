@@ -56,12 +56,14 @@ void Communicator::check_pieces(const std::string& op, const torch::Tensor& whol
   }
 }
 
-Work Communicator::run(const std::string& op, const std::string& tag, int64_t elements, int64_t bytes,
-                       bool async, const std::function<Wait(bool)>& start, std::function<void()> after) {
+Work Communicator::run(CollectiveOp op, const std::string& tag, int64_t elements, int64_t bytes, bool async,
+                       const std::function<Wait(bool)>& start, std::function<void()> after) {
   if (size() == 1) return Work();  // nothing crosses processes: callers handle the local copy
   const auto t0 = std::chrono::steady_clock::now();
-  const std::string what = op + " (tag " + tag + ", group " + group() + " of " + std::to_string(size()) + ")";
-  CommRecord rec{op, group(), tag, "", size(), elements, bytes, wire_bytes_for(op, bytes, size()), 0, async};
+  const char* name = enum_name(op);
+  const std::string what =
+      std::string(name) + " (tag " + tag + ", group " + group() + " of " + std::to_string(size()) + ")";
+  CommRecord rec{name, group(), tag, "", size(), elements, bytes, wire_bytes_for(op, bytes, size()), 0, async};
   auto finish = [this, t0, rec, after = std::move(after)]() mutable {
     if (after) after();
     rec.ms = ms_since(t0);
@@ -87,13 +89,13 @@ Work Communicator::run(const std::string& op, const std::string& tag, int64_t el
 
 void Communicator::all_reduce(torch::Tensor& t, ReduceOp op, const std::string& tag) {
   check(t, "all_reduce", tag);
-  run("all_reduce", tag, t.numel(), t.numel() * t.element_size(), false,
+  run(CollectiveOp::AllReduce, tag, t.numel(), t.numel() * t.element_size(), false,
       [&](bool async) { return do_all_reduce(t, op, async); });
 }
 
 Work Communicator::all_reduce_async(torch::Tensor& t, ReduceOp op, const std::string& tag) {
   check(t, "all_reduce", tag);
-  return run("all_reduce", tag, t.numel(), t.numel() * t.element_size(), true,
+  return run(CollectiveOp::AllReduce, tag, t.numel(), t.numel() * t.element_size(), true,
              [this, t, op](bool async) mutable { return do_all_reduce(t, op, async); });
 }
 
@@ -116,7 +118,7 @@ void Communicator::all_gather(const torch::Tensor& in, torch::Tensor& out, const
     out.copy_(in.view_as(out));
     return;
   }
-  run("all_gather", tag, in.numel(), in.numel() * in.element_size(), false,
+  run(CollectiveOp::AllGather, tag, in.numel(), in.numel() * in.element_size(), false,
       [&](bool async) { return do_all_gather(in, out, async); });
 }
 
@@ -126,7 +128,7 @@ Work Communicator::all_gather_async(const torch::Tensor& in, torch::Tensor& out,
     out.copy_(in.view_as(out));
     return Work();
   }
-  return run("all_gather", tag, in.numel(), in.numel() * in.element_size(), true,
+  return run(CollectiveOp::AllGather, tag, in.numel(), in.numel() * in.element_size(), true,
              [this, in, out](bool async) mutable { return do_all_gather(in, out, async); });
 }
 
@@ -136,7 +138,7 @@ void Communicator::reduce_scatter(const torch::Tensor& in, torch::Tensor& out, R
     out.copy_(in.view_as(out));
     return;
   }
-  run("reduce_scatter", tag, in.numel(), in.numel() * in.element_size(), false,
+  run(CollectiveOp::ReduceScatter, tag, in.numel(), in.numel() * in.element_size(), false,
       [&](bool async) { return do_reduce_scatter(in, out, op, async); });
 }
 
@@ -147,7 +149,7 @@ Work Communicator::reduce_scatter_async(const torch::Tensor& in, torch::Tensor& 
     out.copy_(in.view_as(out));
     return Work();
   }
-  return run("reduce_scatter", tag, in.numel(), in.numel() * in.element_size(), true,
+  return run(CollectiveOp::ReduceScatter, tag, in.numel(), in.numel() * in.element_size(), true,
              [this, in, out, op](bool async) mutable { return do_reduce_scatter(in, out, op, async); });
 }
 
@@ -157,14 +159,14 @@ void Communicator::broadcast(torch::Tensor& t, int root, const std::string& tag)
     throw std::invalid_argument("broadcast (tag " + tag + "): root " + std::to_string(root) + " outside group of " +
                                 std::to_string(size()));
   }
-  run("broadcast", tag, t.numel(), t.numel() * t.element_size(), false, [&](bool) {
+  run(CollectiveOp::Broadcast, tag, t.numel(), t.numel() * t.element_size(), false, [&](bool) {
     do_broadcast(t, root);
     return Wait();
   });
 }
 
 void Communicator::barrier(const std::string& tag) {
-  run("barrier", tag, 0, 0, false, [&](bool) {
+  run(CollectiveOp::Barrier, tag, 0, 0, false, [&](bool) {
     do_barrier();
     return Wait();
   });

@@ -80,7 +80,7 @@ class Communicator {
   void check(const torch::Tensor& t, const std::string& op, const std::string& tag) const;
   void check_pieces(const std::string& op, const torch::Tensor& whole, const torch::Tensor& piece,
                     const std::string& tag) const;
-  Work run(const std::string& op, const std::string& tag, int64_t elements, int64_t bytes, bool async,
+  Work run(CollectiveOp op, const std::string& tag, int64_t elements, int64_t bytes, bool async,
            const std::function<Wait(bool)>& start, std::function<void()> after = {});
 
   CommOptions options_;

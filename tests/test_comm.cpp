@@ -141,20 +141,23 @@ TEST(Nccl, BackendSharesTheSuiteWhereAGpuExists) {
 TEST(CostModel, RingTreeAndFit) {
   const LinkModel link{1.0, 100.0, "test"};  // 1 us per step, 100 GB/s = 1e5 bytes/us
   // all_reduce of 1e8 bytes on 8 ranks: ring 14·1 + 2·7/8·1e8/1e5 = 1764 us; tree 6 + 2000.
-  EXPECT_NEAR(collective_us("all_reduce", 100000000, 8, link), 1764.0, 1e-9);
+  EXPECT_NEAR(collective_us(CollectiveOp::AllReduce, 100000000, 8, link), 1764.0, 1e-9);
   // 1e6 bytes: ring 14 + 17.5 = 31.5; tree 2·3 + 20 = 26: the tree wins.
-  EXPECT_NEAR(collective_us("all_reduce", 1000000, 8, link), 26.0, 1e-9);
+  EXPECT_NEAR(collective_us(CollectiveOp::AllReduce, 1000000, 8, link), 26.0, 1e-9);
   // all_gather of a 1e6-byte piece on 4 ranks: 3 steps + 3·1e6/1e5.
-  EXPECT_NEAR(collective_us("all_gather", 1000000, 4, link), 33.0, 1e-9);
-  EXPECT_EQ(collective_us("all_reduce", 1000000, 1, link), 0.0);
+  EXPECT_NEAR(collective_us(CollectiveOp::AllGather, 1000000, 4, link), 33.0, 1e-9);
+  EXPECT_EQ(collective_us(CollectiveOp::AllReduce, 1000000, 1, link), 0.0);
 
   const LinkModel truth{3.0, 12.5, "truth"};
   std::vector<CommSample> samples;
   for (int64_t b = 8; b <= (1 << 24); b *= 4) {
-    samples.push_back({"all_reduce", b, 2, collective_us("all_reduce", b, 2, truth)});
+    samples.push_back({"all_reduce", b, 2, collective_us(CollectiveOp::AllReduce, b, 2, truth)});
   }
   const LinkModel fit = fit_link(samples);
   EXPECT_NEAR(fit.alpha_us, 3.0, 1e-6);
   EXPECT_NEAR(fit.busbw_gbps, 12.5, 1e-6);
   EXPECT_THROW(fit_link({samples[0]}), std::invalid_argument);
+  EXPECT_THROW(fit_link({samples[0], {"all_sum", 8, 2, 1.0}}), std::invalid_argument);
+  EXPECT_EQ(collective_op("reduce_scatter"), CollectiveOp::ReduceScatter);
+  EXPECT_STREQ(enum_name(CollectiveOp::AllGather), "all_gather");
 }
