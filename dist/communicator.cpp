@@ -2,6 +2,7 @@
 
 #include <chrono>
 
+#include "dist/arrivals.h"
 #include "dist/watchdog.h"
 
 namespace ds {
@@ -38,6 +39,8 @@ Communicator::Communicator(CommOptions options) : options_(std::move(options)) {
   if (!options_.ledger) options_.ledger = std::make_shared<Ledger>();
 }
 
+void Communicator::set_arrivals(std::shared_ptr<Arrivals> arrivals) { arrivals_ = std::move(arrivals); }
+
 void Communicator::check(const torch::Tensor& t, const std::string& op, const std::string& tag) const {
   const std::string what = op + " (tag " + tag + ", group " + group() + ")";
   if (!t.defined()) throw std::invalid_argument(what + ": undefined tensor");
@@ -60,9 +63,14 @@ Work Communicator::run(CollectiveOp op, const std::string& tag, int64_t elements
                        const std::function<Wait(bool)>& start, std::function<void()> after) {
   if (size() == 1) return Work();  // nothing crosses processes: callers handle the local copy
   const auto t0 = std::chrono::steady_clock::now();
+  // Every rank enters the collectives of one communicator in the same order, so the count is the
+  // same collective everywhere.
+  const uint64_t seq = ++entered_;
   const char* name = enum_name(op);
-  const std::string what =
-      std::string(name) + " (tag " + tag + ", group " + group() + " of " + std::to_string(size()) + ")";
+  // What the watchdog prints if this collective never completes: "all_reduce #42 (tag dp.grads,
+  // group dp of 3, phase bwd)".
+  const std::string what = std::string(name) + " #" + std::to_string(seq) + " (tag " + tag + ", group " + group() +
+                           " of " + std::to_string(size()) + ", phase " + options_.ledger->phase() + ")";
   CommRecord rec{name, group(), tag, "", size(), elements, bytes, wire_bytes_for(op, bytes, size()), 0, async};
   auto finish = [this, t0, rec, after = std::move(after)]() mutable {
     if (after) after();
@@ -71,17 +79,19 @@ Work Communicator::run(CollectiveOp op, const std::string& tag, int64_t elements
   };
   if (!async) {
     {
-      WatchdogGuard guard(what, options_.timeout_s);
+      WatchdogGuard guard(what, options_.timeout_s, arrivals_, seq);
+      if (arrivals_) arrivals_->announce();
       start(false);
     }
     finish();
     return Work();
   }
+  if (arrivals_) arrivals_->announce();
   Wait w = start(true);
   const double timeout = options_.timeout_s;
   return Work(
-      [w, what, timeout] {
-        WatchdogGuard guard(what, timeout);
+      [w, what, timeout, arrivals = arrivals_, seq] {
+        WatchdogGuard guard(what, timeout, arrivals, seq);
         if (w) w();
       },
       finish);

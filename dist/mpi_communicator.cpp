@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <limits>
 
+#include "dist/arrivals.h"
 #include "dist/check.h"
 
 namespace ds {
@@ -102,6 +103,8 @@ MpiCommunicator::MpiCommunicator(MPI_Comm comm, CommOptions options) : Communica
   MPI_CHECK(MPI_Comm_size(comm_, &size_));
   const std::string name = "deltashard." + group();
   MPI_CHECK(MPI_Comm_set_name(comm_, name.c_str()));
+  // Announcements only matter to the watchdog; without a timeout they would be pure cost.
+  if (timeout_s() > 0 && size_ > 1) set_arrivals(Arrivals::open(comm_, name + ".arrivals"));
 }
 
 MpiCommunicator::~MpiCommunicator() {

@@ -1,11 +1,12 @@
 // The Communicator under real MPI processes (ctest runs this with -np 2 and -np 4): every
 // collective and dtype against a closed-form expectation, on each backend and device (MPI on CPU,
 // MPI on CUDA through host copies, NCCL on CUDA), async against blocking, grid groups, the ledger's
-// counts for a known sequence of calls.
+// counts for a known sequence of calls, and the arrival messages that name a stalled rank.
 // Small integers are exact in every dtype used, and so are their sums: results compare exactly.
 #include <gtest/gtest.h>
 #include <torch/cuda.h>
 
+#include "dist/arrivals.h"
 #include "dist/check.h"
 #include "dist/cost_model.h"
 #include "dist/mpi_communicator.h"
@@ -173,6 +174,7 @@ TEST_P(Collectives, LedgerCountsAndBytesOfAKnownSequence) {
   Communicator& c = *comm_;
   const int n = c.size();
   LedgerScope scope(c.ledger());
+  const uint64_t before = c.entered();
   torch::Tensor a = torch::ones({100}, on());
   c.all_reduce(a, ReduceOp::Sum, "x.one");
   c.all_reduce(a, ReduceOp::Sum, "x.two");
@@ -191,6 +193,8 @@ TEST_P(Collectives, LedgerCountsAndBytesOfAKnownSequence) {
   EXPECT_EQ(scope.by_tag().at("x.one").calls, 1);
   EXPECT_EQ(scope.records()[0].op, "all_reduce");
   EXPECT_EQ(scope.records()[2].op, "all_gather");
+  // A group of one rank enters nothing.
+  EXPECT_EQ(c.entered() - before, n > 1 ? 3u : 0u);
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, Collectives,
@@ -239,6 +243,40 @@ TEST(Comm, MpiRefusesTensorsOnADeviceItCannotReach) {
   auto c = world_comm();
   torch::Tensor meta = torch::empty({4}, torch::TensorOptions().device(torch::kMeta));
   EXPECT_THROW(c->all_reduce(meta, ReduceOp::Sum, "meta"), std::invalid_argument);
+}
+
+// Every rank r announces r + 1 collectives; rank 0 then asks who has reached collective n.
+TEST(Arrivals, CountAnnouncementsPerRank) {
+  const int n = world_size(), r = world_rank();
+  std::shared_ptr<Arrivals> a = Arrivals::open(MPI_COMM_WORLD, "test.arrivals");
+  ASSERT_TRUE(a) << "MPI was not initialised with MPI_THREAD_MULTIPLE";
+  for (int i = 0; i <= r; ++i) a->announce();
+  MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD));
+  if (r == 0) {
+    const std::string got = a->explain(n, 0);
+    if (n == 2) {
+      EXPECT_EQ(got, "every rank of the group has arrived (the collective is stuck inside the communication library, "
+                     "or a rank stopped inside it)");
+    } else if (n == 4) {
+      EXPECT_EQ(got, "ranks 1, 2 have not arrived (last announced collectives 2, 3 of 4)");
+    }
+  }
+  MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD));
+}
+
+TEST(Arrivals, ExplainNamesTheLateRankAndNeverBlamesAPeerForOwnLateness) {
+  const std::vector<int> world{4, 5, 6};  // a group whose world ranks are not its group ranks
+  EXPECT_EQ(explain_stall(42, 0, {42, 41, 42}, world, 0),
+            "rank 5 has not arrived (last announced collective 41 of 42)");
+  EXPECT_EQ(explain_stall(1, 2, {0, 1, 1}, world, 0),
+            "rank 4 has not arrived (no collective of this group announced; this is collective 1)");
+  EXPECT_EQ(explain_stall(42, 0, {42, 40, 0}, world, 0),
+            "ranks 5, 6 have not arrived (last announced collectives 40, none of 42)");
+  // The rank that was stopped and resumed finds everybody else arrived before it.
+  EXPECT_EQ(explain_stall(42, 1, {42, 42, 42}, world, 12.34),
+            "every other rank of the group had arrived; this rank was suspended for 12.3 s, it is the late one");
+  EXPECT_EQ(explain_stall(42, 1, {43, 42, 42}, world, 0),
+            "this rank is behind (rank 4 announced collective 43, this rank is at 42)");
 }
 
 // The alpha-beta model in closed form, and the fit recovering the link it was fed. Tolerances here
