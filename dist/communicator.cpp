@@ -68,9 +68,12 @@ Work Communicator::run(CollectiveOp op, const std::string& tag, int64_t elements
   const uint64_t seq = ++entered_;
   const char* name = enum_name(op);
   // What the watchdog prints if this collective never completes: "all_reduce #42 (tag dp.grads,
-  // group dp of 3, phase bwd)".
-  const std::string what = std::string(name) + " #" + std::to_string(seq) + " (tag " + tag + ", group " + group() +
-                           " of " + std::to_string(size()) + ", phase " + options_.ledger->phase() + ")";
+  // group dp of 3, phase bwd)". Without a timeout nothing watches, and nothing is formatted.
+  std::string what;
+  if (options_.timeout_s > 0) {
+    what = std::string(name) + " #" + std::to_string(seq) + " (tag " + tag + ", group " + group() + " of " +
+           std::to_string(size()) + ", phase " + options_.ledger->phase() + ")";
+  }
   CommRecord rec{name, group(), tag, "", size(), elements, bytes, wire_bytes_for(op, bytes, size()), 0, async};
   auto finish = [this, t0, rec, after = std::move(after)]() mutable {
     if (after) after();
