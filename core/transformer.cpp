@@ -1,5 +1,7 @@
 #include "core/transformer.h"
 
+#include "core/recompute.h"
+
 #include <torch/version.h>
 
 #include <cmath>
@@ -190,8 +192,15 @@ torch::Tensor TransformerImpl::forward(const torch::Tensor& idx, KVCache* cache)
     cache->k.resize(blocks.size());
     cache->v.resize(blocks.size());
   }
+  const bool keep_inputs_only = recompute && !cache && torch::GradMode::is_enabled();
   for (size_t i = 0; i < blocks.size(); ++i) {
-    x = cache ? blocks[i]->forward(x, &cache->k[i], &cache->v[i]) : blocks[i]->forward(x);
+    if (cache) {
+      x = blocks[i]->forward(x, &cache->k[i], &cache->v[i]);
+    } else if (keep_inputs_only) {
+      x = recompute_block(*blocks[i], x, factory.recompute_phase);
+    } else {
+      x = blocks[i]->forward(x);
+    }
   }
   x = ln_f->forward(x);
   return lm_head ? lm_head->forward(x) : F::linear(x, wte->weight.to(x.scalar_type()));

@@ -281,3 +281,33 @@ TEST(TensorParallelLlama, ShardedGqaSwigluLoraMatchesUnsharded) {
   }
   expect_same_weights(sharded, ref, 1e-4, "llama tp 2");
 }
+
+// train.recompute: layer keeps only each block's input and runs its forward again in backward:
+// the same numbers bit for bit (dropout masks replayed), unsharded and at TP = world size, and
+// under TP the recomputed forward repeats the forward's collectives, which the ledger records.
+TEST(Recompute, EqualsKeepingActivationsExactlyAndRepeatsTheForwardCollectives) {
+  const int n = world_size();
+  for (const char* method : {"lora", "full"}) {
+    for (int tp : {1, n}) {
+      RunConfig c = fixtures::tiny_config(method);
+      c.peft.dropout = 0.1;  // masks must be replayed, not redrawn
+      RunConfig r = c;
+      r.train.recompute = Recompute::Layer;
+      ProcessGrid g1 = tp == 1 ? self_grid() : make_grid(GridOptions{tp, Backend::Mpi, 60});
+      ProcessGrid g2 = tp == 1 ? self_grid() : make_grid(GridOptions{tp, Backend::Mpi, 60});
+      Trainer keep(c, g1), again(r, g2);
+      while (!keep.done()) {
+        const StepResult a = keep.step(), b = again.step();
+        EXPECT_EQ(a.loss, b.loss) << method << " tp " << tp;
+        const auto count = [](const StepResult& s, const char* phase) {
+          return sum_records(s.comm, "tp", phase, "").calls;
+        };
+        EXPECT_EQ(count(b, "fwd"), count(a, "fwd"));
+        EXPECT_EQ(count(b, "bwd"), count(a, "bwd"));
+        EXPECT_EQ(count(b, "recompute"), count(a, "fwd")) << "the recomputed forward repeats every forward collective";
+      }
+      auto wa = trainable_full(keep), wb = trainable_full(again);
+      for (auto& [name, t] : wa) EXPECT_TRUE(torch::equal(t, wb.at(name))) << method << " tp " << tp << " " << name;
+    }
+  }
+}

@@ -77,6 +77,7 @@ BuiltModel build_model(const RunConfig& cfg, Communicator& tp, const BuildOption
       cfg.peft.adapter_tp == AdapterTp::Replicated ? dense_factory(fresh) : tp_factory(tp, fresh);
   out.report = apply_peft(out.model, cfg.peft, adapter_factory);
   trainable_to_float32(*out.model);
+  out.model->recompute = cfg.train.recompute == Recompute::Layer;
   if (options.tokenizer) out.tokenizer = load_tokenizer(cfg);
   return out;
 }
