@@ -48,16 +48,6 @@ std::string scratch(const std::string& name) {
   return d;
 }
 
-ModelConfig llama_shape() {
-  ModelConfig c = fixtures::tiny_config("lora").model;
-  c.layout = Layout::Llama;
-  c.norm = NormKind::RmsNorm;
-  c.activation = Activation::SwiGlu;
-  c.positions = Positions::Rope;
-  c.bias = false;
-  c.n_kv_head = 2;
-  return c;
-}
 
 }  // namespace
 
@@ -67,7 +57,7 @@ TEST(HfConfig, OutOfRangeFieldsAndUnknownTypesAreNamedBeforeAnyArithmetic) {
   ModelConfig g = fixtures::tiny_config("lora").model;
   g.layout = Layout::Gpt2;
   const Json gpt2 = hf_config_json(g);
-  const Json llama = hf_config_json(llama_shape());
+  const Json llama = hf_config_json(fixtures::as_llama(fixtures::tiny_config("lora").model));
   const struct {
     const Json* base;
     const char* key;
