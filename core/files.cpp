@@ -138,7 +138,10 @@ std::vector<std::string> list_dir(const std::string& dir) {
 
 std::string absolute_path(const std::string& path) {
   if (path.empty()) return path;
-  return fs::absolute(fs::path(path)).lexically_normal().string();
+  fs::path p = fs::absolute(fs::path(path)).lexically_normal();
+  // "dir/" and "dir" are one path: no trailing separator (except the root's own).
+  if (!p.has_filename() && p != p.root_path()) p = p.parent_path();
+  return p.string();
 }
 
 }  // namespace ds

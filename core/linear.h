@@ -126,6 +126,9 @@ struct LinearFactory {
   std::function<TensorMap(const std::string& name)> fanout;
   int64_t tp_size = 1;
   ParamOptions params;  // for every parameter the model makes, not only the linear layers'
+  // Brackets a block's recomputed forward (train.recompute), so the collectives it repeats are
+  // recorded as such; empty when unsharded.
+  std::function<void(bool)> recompute_phase;
 };
 
 LinearFactory dense_factory(const ParamOptions& params = {});

@@ -1,14 +1,22 @@
 #include "core/transformer.h"
 
+#include "core/recompute.h"
+
 #include <torch/version.h>
 
 #include <cmath>
 
-// at::scaled_dot_product_attention exists from LibTorch 2.0; Debian's 1.13 takes the plain path.
+// at::scaled_dot_product_attention exists from LibTorch 2.0 and reads grouped key/value heads
+// itself (enable_gqa) from 2.5; Debian's 1.13 takes the plain path.
 #if TORCH_VERSION_MAJOR >= 2
 #define DS_HAVE_SDPA 1
 #else
 #define DS_HAVE_SDPA 0
+#endif
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 5)
+#define DS_HAVE_SDPA_GQA 1
+#else
+#define DS_HAVE_SDPA_GQA 0
 #endif
 
 namespace ds {
@@ -84,21 +92,27 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, torch::Tensor* cach
     *cache_k = kh;
     *cache_v = vh;
   }
-  // Grouped-query attention: each key/value head serves n_head / n_kv_head query heads.
-  const int64_t group = qh.size(1) / kh.size(1);
-  if (group > 1) {
-    kh = kh.repeat_interleave(group, 1);
-    vh = vh.repeat_interleave(group, 1);
-  }
   torch::Tensor y = causal_attention(qh, kh, vh, past).transpose(1, 2).contiguous();
   return o->forward(y.view({B, T, y.size(2) * y.size(3)}));
 }
 
-torch::Tensor causal_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, int64_t past) {
-  const int64_t T = q.size(2), S = k.size(2);  // query i sits at position past + i
-#if DS_HAVE_SDPA
-  // The fused kernels (flash or memory-efficient attention on CUDA). is_causal aligns the mask
-  // top-left, which is right without a cache and for a single new query (it sees every key).
+torch::Tensor causal_attention(const torch::Tensor& q, const torch::Tensor& key, const torch::Tensor& value,
+                               int64_t past) {
+  const int64_t T = q.size(2), S = key.size(2);  // query i sits at position past + i
+  // Grouped-query attention: each key/value head serves n_head / n_kv_head query heads.
+  const int64_t group = q.size(1) / key.size(1);
+#if DS_HAVE_SDPA_GQA
+  // The fused kernels (flash or memory-efficient attention on CUDA), which read the shared key and
+  // value heads in place. is_causal aligns the mask top-left, which is right without a cache and
+  // for a single new query (it sees every key).
+  if (past == 0 || T == 1) {
+    return at::scaled_dot_product_attention(q, key, value, {}, 0.0, /*is_causal=*/past == 0, std::nullopt,
+                                            /*enable_gqa=*/group > 1);
+  }
+#endif
+  const torch::Tensor k = group > 1 ? key.repeat_interleave(group, 1) : key;
+  const torch::Tensor v = group > 1 ? value.repeat_interleave(group, 1) : value;
+#if DS_HAVE_SDPA && !DS_HAVE_SDPA_GQA
   if (past == 0 || T == 1) return at::scaled_dot_product_attention(q, k, v, {}, 0.0, /*is_causal=*/past == 0);
 #endif
   torch::Tensor att = q.matmul(k.transpose(-2, -1)) * (1.0 / std::sqrt(static_cast<double>(q.size(-1))));
@@ -178,8 +192,15 @@ torch::Tensor TransformerImpl::forward(const torch::Tensor& idx, KVCache* cache)
     cache->k.resize(blocks.size());
     cache->v.resize(blocks.size());
   }
+  const bool keep_inputs_only = recompute && !cache && torch::GradMode::is_enabled();
   for (size_t i = 0; i < blocks.size(); ++i) {
-    x = cache ? blocks[i]->forward(x, &cache->k[i], &cache->v[i]) : blocks[i]->forward(x);
+    if (cache) {
+      x = blocks[i]->forward(x, &cache->k[i], &cache->v[i]);
+    } else if (keep_inputs_only) {
+      x = recompute_block(*blocks[i], x, factory.recompute_phase);
+    } else {
+      x = blocks[i]->forward(x);
+    }
   }
   x = ln_f->forward(x);
   return lm_head ? lm_head->forward(x) : F::linear(x, wte->weight.to(x.scalar_type()));

@@ -98,6 +98,7 @@ struct TransformerImpl : torch::nn::Module {
 
   ModelConfig cfg;
   LinearFactory factory;
+  bool recompute = false;  // train.recompute: layer, while training with gradients
   Embedding wte{nullptr}, wpe{nullptr};  // wpe only for learned positions
   std::vector<Block> blocks;
   Norm ln_f{nullptr};

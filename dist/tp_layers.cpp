@@ -1,5 +1,7 @@
 #include "dist/tp_layers.h"
 
+#include <memory>
+
 namespace ds {
 
 namespace {
@@ -76,6 +78,15 @@ LinearFactory tp_factory(Communicator& tp, const ParamOptions& params) {
       o.reduce_partial = [comm, tag](const torch::Tensor& y) { return reduce_from_tp(y, *comm, tag); };
     }
     return Linear(o);
+  };
+  auto before = std::make_shared<std::string>();
+  f.recompute_phase = [comm, before](bool on) {
+    if (on) {
+      *before = comm->ledger().phase();
+      comm->ledger().set_phase("recompute");
+    } else {
+      comm->ledger().set_phase(*before);
+    }
   };
   f.fanout = [comm](const std::string& name) -> TensorMap {
     const std::string tag = "tp." + name + ".in";

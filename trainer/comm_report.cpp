@@ -42,6 +42,7 @@ StepComm step_comm(const std::vector<CommRecord>& records, int64_t n_layer) {
     if (r.group == "tp") {
       if (r.phase == "fwd") ++c.tp_fwd;
       if (r.phase == "bwd") ++c.tp_bwd;
+      if (r.phase == "recompute") ++c.tp_recompute;
       c.tp_bytes += r.bytes;
     } else {
       ++c.dp_collectives;
@@ -52,13 +53,14 @@ StepComm step_comm(const std::vector<CommRecord>& records, int64_t n_layer) {
       }
     }
   }
-  c.tp_per_layer = n_layer > 0 ? static_cast<double>(c.tp_fwd + c.tp_bwd) / n_layer : 0.0;
+  c.tp_per_layer = n_layer > 0 ? static_cast<double>(c.tp_fwd + c.tp_bwd + c.tp_recompute) / n_layer : 0.0;
   return c;
 }
 
 void put_step_comm(Json& j, const StepComm& c) {
   j["tp_collectives_fwd"] = c.tp_fwd;
   j["tp_collectives_bwd"] = c.tp_bwd;
+  j["tp_collectives_recompute"] = c.tp_recompute;
   j["tp_collectives_per_layer"] = c.tp_per_layer;
   j["tp_bytes"] = c.tp_bytes;
   j["dp_collectives"] = c.dp_collectives;

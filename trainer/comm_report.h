@@ -22,10 +22,11 @@ std::vector<std::string> split_names(const std::string& list);
 // the loss and gradient-norm reductions.
 struct StepComm {
   int64_t tp_fwd = 0, tp_bwd = 0, tp_bytes = 0;
+  int64_t tp_recompute = 0;  // forward collectives repeated in backward (train.recompute: layer)
   int64_t dp_collectives = 0, dp_bytes = 0;
   int64_t world_collectives = 0, world_bytes = 0;  // the part of dp_* on the world group
   double comm_ms = 0;
-  double tp_per_layer = 0;  // (tp_fwd + tp_bwd) / n_layer: blocking collectives per layer
+  double tp_per_layer = 0;  // (tp_fwd + tp_bwd + tp_recompute) / n_layer: blocking collectives per layer
 };
 
 StepComm step_comm(const std::vector<CommRecord>& records, int64_t n_layer);

@@ -1,15 +1,27 @@
 #include "trainer/device_stats.h"
 
+#include <torch/cuda.h>
+
 #ifdef DELTASHARD_HAVE_CUDA
-#include <ATen/cuda/CUDAEvent.h>
 #include <c10/cuda/CUDACachingAllocator.h>
+#include <c10/cuda/CUDAStream.h>
+#include <cuda_runtime_api.h>
 #endif
 
 namespace ds {
 
 #ifdef DELTASHARD_HAVE_CUDA
+// Plain CUDA events on the current stream (the runtime API has not moved between CUDA versions).
 struct PhaseTimer::Events {
-  at::cuda::CUDAEvent start{cudaEventDefault}, stop{cudaEventDefault};
+  cudaEvent_t start = nullptr, stop = nullptr;
+  Events() {
+    cudaEventCreate(&start);
+    cudaEventCreate(&stop);
+  }
+  ~Events() {
+    cudaEventDestroy(start);
+    cudaEventDestroy(stop);
+  }
 };
 
 double gpu_peak_gib(torch::Device device) {
@@ -38,28 +50,32 @@ PhaseTimer::~PhaseTimer() = default;
 void PhaseTimer::start() {
 #ifdef DELTASHARD_HAVE_CUDA
   if (events_) {
-    events_->start.record();
+    cudaEventRecord(events_->start, c10::cuda::getCurrentCUDAStream(device_.index()).stream());
     return;
   }
 #endif
+  if (device_.is_cuda()) torch::cuda::synchronize(device_.index());
   t0_ = std::chrono::steady_clock::now();
 }
 
 void PhaseTimer::stop() {
 #ifdef DELTASHARD_HAVE_CUDA
   if (events_) {
-    events_->stop.record();
+    cudaEventRecord(events_->stop, c10::cuda::getCurrentCUDAStream(device_.index()).stream());
     return;
   }
 #endif
+  if (device_.is_cuda()) torch::cuda::synchronize(device_.index());
   t1_ = std::chrono::steady_clock::now();
 }
 
 double PhaseTimer::ms() {
 #ifdef DELTASHARD_HAVE_CUDA
   if (events_) {
-    events_->stop.synchronize();
-    return static_cast<double>(events_->start.elapsed_time(events_->stop));
+    float ms = 0;
+    cudaEventSynchronize(events_->stop);
+    cudaEventElapsedTime(&ms, events_->start, events_->stop);
+    return static_cast<double>(ms);
   }
 #endif
   return std::chrono::duration<double, std::milli>(t1_ - t0_).count();

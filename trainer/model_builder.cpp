@@ -39,6 +39,9 @@ std::optional<BpeTokenizer> load_tokenizer(const RunConfig& cfg) {
     }
     return std::nullopt;
   }
+  if (is_directory(path)) {
+    throw ConfigError(cfg.file + ": data.tokenizer: " + path + " is a directory; give the tokenizer.json file in it");
+  }
   BpeTokenizer tok = read_bpe_tokenizer(path);
   if (tok.vocab_size() > vocab) {
     throw ConfigError(cfg.file + ": data.tokenizer: " + path + " has " + std::to_string(tok.vocab_size()) +
@@ -77,6 +80,7 @@ BuiltModel build_model(const RunConfig& cfg, Communicator& tp, const BuildOption
       cfg.peft.adapter_tp == AdapterTp::Replicated ? dense_factory(fresh) : tp_factory(tp, fresh);
   out.report = apply_peft(out.model, cfg.peft, adapter_factory);
   trainable_to_float32(*out.model);
+  out.model->recompute = cfg.train.recompute == Recompute::Layer;
   if (options.tokenizer) out.tokenizer = load_tokenizer(cfg);
   return out;
 }

@@ -129,6 +129,9 @@ void resolve_run_config(RunConfig& cfg) {
     ModelConfig dir = read_model_config(m.path);
     if (dir.n_kv_head == dir.n_head) dir.n_kv_head = 0;
     ModelConfig given = m;
+    // n_kv_head equal to the heads is "as many as the heads": the directory's heads when the YAML
+    // does not give n_head (a disagreeing n_head is reported on its own).
+    if (!cfg.model_keys_given.count("n_head")) given.n_head = dir.n_head;
     if (given.n_kv_head == given.n_head) given.n_kv_head = 0;
     const auto want = field_texts(given), have = field_texts(dir);
     for (const auto& [key, at] : cfg.model_keys_given) {
@@ -170,6 +173,7 @@ void resolve_run_config(RunConfig& cfg) {
     throw ConfigError(f + ": parallel.tp: " + std::to_string(cfg.parallel.tp) +
                       " does not divide the model's key/value heads " + std::to_string(m.kv_heads()));
   }
+  check_peft_fits(cfg.peft, m, f);
   for (const auto& [what, width] : {std::pair<const char*, int64_t>{"model.d_ff", m.d_ff}}) {
     if (width % cfg.parallel.tp != 0) {
       throw ConfigError(f + ": parallel.tp: " + std::to_string(cfg.parallel.tp) + " does not divide " + what + " " +

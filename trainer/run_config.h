@@ -16,6 +16,11 @@
 
 namespace ds {
 
+// none: autograd keeps every block's activations; layer: each block keeps its input and runs its
+// forward again in backward (core/recompute.h).
+enum class Recompute { None, Layer };
+DS_ENUM_NAMES(Recompute, {Recompute::None, "none"}, {Recompute::Layer, "layer"});
+
 struct TrainOptions {
   int64_t steps = 200;
   int64_t micro_batch = 8;
@@ -32,6 +37,7 @@ struct TrainOptions {
   int64_t eval_windows = 64;  // held-out windows per evaluation (0: all)
   int threads = 0;            // intra-op threads per rank; 0: cores / ranks on this node
   Device device = Device::Cpu;
+  Recompute recompute = Recompute::None;
 };
 
 template <class V>
@@ -54,6 +60,7 @@ void describe(V& v, TrainOptions& t) {
   v("eval_windows", t.eval_windows, 0, big);
   v("threads", t.threads, 0, 4096);
   v("device", t.device);
+  v("recompute", t.recompute);
 }
 
 struct CheckpointConfig {

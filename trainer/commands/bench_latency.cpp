@@ -66,7 +66,7 @@ int cmd_bench_latency(int argc, char** argv) {
       Json row = Json::object();
       row["batch"] = bs_i;
       row["seq_len"] = T;
-      row["median_ms"] = median(ms);
+      row["forward_ms"] = median(ms);
       table[v.key].push_back(median(ms));
       row["runs"] = runs;
       rows.push_back(row);

@@ -59,6 +59,7 @@ std::vector<int64_t> parse_int_list(const std::string& text, const std::string& 
 }
 
 GridOptions grid_options(const RunConfig& cfg) {
+  torch_device(cfg.train.device, 0);  // a missing GPU is named as train.device, before any backend looks for one
   return GridOptions{cfg.parallel.tp, cfg.parallel.backend, cfg.parallel.timeout_s};
 }
 

@@ -1,0 +1,70 @@
+#include "core/recompute.h"
+
+#include <ATen/core/ivalue.h>
+#include <torch/custom_class.h>
+
+#include "core/transformer.h"
+
+namespace ds {
+
+namespace {
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+// What backward needs besides tensors, carried through the context as an object.
+struct BlockRef : torch::CustomClassHolder {
+  BlockRef(BlockImpl* b, std::function<void(bool)> p) : block(b), phase(std::move(p)) {}
+  BlockImpl* block;
+  std::function<void(bool)> phase;
+};
+
+struct Recompute : torch::autograd::Function<Recompute> {
+  // `anchor` requires grad so that backward runs even when x does not (the first block's input
+  // comes from a frozen embedding) and the block's own parameters still get their gradients.
+  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& anchor,
+                               c10::intrusive_ptr<BlockRef> ref) {
+    ctx->save_for_backward({x});
+    ctx->saved_data["x_grad"] = x.requires_grad();
+    ctx->saved_data["rng"] = at::globalContext().defaultGenerator(x.device()).get_state();
+    ctx->saved_data["ref"] = c10::IValue::make_capsule(ref);
+    torch::NoGradGuard no_grad;
+    return ref->block->forward(x);
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    auto ref = c10::static_intrusive_pointer_cast<BlockRef>(ctx->saved_data["ref"].toCapsule());
+    const torch::Tensor x = ctx->get_saved_variables()[0].detach().requires_grad_(ctx->saved_data["x_grad"].toBool());
+    // Replay the forward's random numbers (dropout), then put the stream back where it was.
+    at::Generator gen = at::globalContext().defaultGenerator(x.device());
+    torch::Tensor now;
+    {
+      std::lock_guard<std::mutex> lock(gen.mutex());
+      now = gen.get_state();
+      gen.set_state(ctx->saved_data["rng"].toTensor());
+    }
+    torch::Tensor y;
+    {
+      torch::AutoGradMode grad(true);
+      if (ref->phase) ref->phase(true);
+      y = ref->block->forward(x);
+      if (ref->phase) ref->phase(false);
+    }
+    {
+      std::lock_guard<std::mutex> lock(gen.mutex());
+      gen.set_state(now);
+    }
+    torch::autograd::backward({y}, {grads[0]});
+    return {x.requires_grad() ? x.grad() : torch::Tensor(), torch::Tensor(), torch::Tensor()};
+  }
+};
+
+torch::Tensor anchor_on(const torch::Device& device) {
+  return torch::zeros({0}, torch::TensorOptions().device(device)).requires_grad_(true);
+}
+}  // namespace
+
+torch::Tensor recompute_block(BlockImpl& block, const torch::Tensor& x, const std::function<void(bool)>& phase) {
+  return Recompute::apply(x, anchor_on(x.device()), c10::make_intrusive<BlockRef>(&block, phase));
+}
+
+}  // namespace ds

@@ -1,0 +1,20 @@
+// Activation recompute of one transformer block (train.recompute: layer): forward keeps only the
+// block's input; backward runs the block's forward again, with the same dropout masks (the RNG
+// state is replayed) and, under TP, the same collectives (the ledger records them in phase
+// "recompute"), then backpropagates through it. LibTorch's C++ API has no checkpoint helper, so
+// this is an autograd Function of its own.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <functional>
+
+namespace ds {
+
+struct BlockImpl;
+
+// y = block(x) without keeping the block's activations. `phase(true/false)` brackets the
+// recomputed forward (the factory's ledger hook; may be empty).
+torch::Tensor recompute_block(BlockImpl& block, const torch::Tensor& x, const std::function<void(bool)>& phase);
+
+}  // namespace ds
