@@ -52,6 +52,10 @@ int cmd_train(int argc, char** argv) {
   if (stop_after >= 0) args.overrides.push_back("train.stop_after=" + std::to_string(stop_after));
 
   RunConfig cfg = load_run_config(args.config, args.overrides);
+  if (cfg.peft.method == PeftMethod::None) {
+    throw ConfigError(cfg.file + ": peft.method: none trains nothing; train takes lora, adapter or full (eval and "
+                      "generate take none)");
+  }
   if (!out.empty()) cfg.checkpoint.dir = absolute_path(out);
   // Before the first collective: a preemption during setup is seen at the first step.
   install_stop_signals(cfg.train.stop_signals);
