@@ -19,7 +19,9 @@ STEPS=12 GRACE=""
 [[ $case_ == crash_* ]] && STEPS=8
 ARGS=(--set train.steps=$STEPS --set train.eval_every=0 --set log.every=100)
 
-fail() { echo "FAIL: $*"; exit 1; }
+# A failing case stops its background run too (run.sh turns SIGTERM into a clean stop), so no run
+# is left waiting at step.wait_signal.
+fail() { echo "FAIL: $*"; kill $(jobs -p) 2>/dev/null; exit 1; }
 # Runs `train` under run.sh at np 2 (background when $bg is set).
 train2() { "$RUN" -np 2 --oversubscribe $GRACE "$D" train "$CONFIG" "${ARGS[@]}" "$@"; }
 train1() { "$D" train "$CONFIG" "${ARGS[@]}" "$@"; }
