@@ -8,6 +8,9 @@
 #include "core/dir_layout.h"
 #include "trainer/checkpoint.h"
 #include "trainer/device_stats.h"
+#include "trainer/manifest.h"
+#include "trainer/stop_signals.h"
+#include "core/fault.h"
 
 namespace ds {
 
@@ -37,10 +40,10 @@ Trainer::Trainer(RunConfig cfg, ProcessGrid& grid, const TrainerOptions& options
 
   std::string ckpt;
   if (!options.resume.empty()) {
-    ckpt = resolve_checkpoint(options.resume);
+    ckpt = open_checkpoint(options.resume);
     const CheckpointState st = read_checkpoint_state(ckpt);
     check_checkpoint_matches(st, cfg_, ckpt);
-    load_trainable(ckpt);
+    ds::load_trainable(built_.model, cfg_, ckpt, /*verified=*/true);
     step_ = st.step;
   }
   for (auto& item : built_.model->named_parameters()) {
@@ -73,6 +76,7 @@ std::vector<torch::Tensor> Trainer::batches_for(int64_t step) const {
 
 StepResult Trainer::step() {
   const auto& t = cfg_.train;
+  if (fault_arg("step.wait_signal") == step_ + 1) wait_for_stop_signal();
   Ledger& ledger = *grid_.ledger;
   LedgerScope scope(ledger);
   const auto t0 = std::chrono::steady_clock::now();
@@ -99,6 +103,7 @@ StepResult Trainer::step() {
     ledger.set_phase("fwd");
     PhaseTimer* f = timer(fwd);
     torch::Tensor loss = lm_loss(built_.model->forward(x), y) / static_cast<double>(t.grad_accum);
+    if (grid_.world_rank == 0 && fault_arg("step.nan") == step_ + 1) loss = loss * std::nan("");
     if (f) f->stop();
     ledger.set_phase("bwd");
     PhaseTimer* b = timer(bwd);
@@ -117,17 +122,34 @@ StepResult Trainer::step() {
   sync_->sync();
   StepResult r;
   r.step = step_;
-  if (t.grad_clip > 0) {
-    r.grad_norm = std::sqrt(sync_->grad_norm_sq());
-    if (r.grad_norm > t.grad_clip) {
+  // One small world all-reduce per step carries what every rank must agree on before the update:
+  // a stop signal, a non-finite local loss, and the squared gradient norm (NaN when any is).
+  const double local_loss = loss_sum.item<double>();
+  torch::Tensor control = torch::tensor({stop_signal() != 0 ? 1.0 : 0.0, std::isfinite(local_loss) ? 0.0 : 1.0,
+                                         sync_->local_grad_norm_sq()}, torch::kDouble);
+  ledger.set_phase("control");
+  grid_.world->all_reduce(control, ReduceOp::Sum, "world.control");
+  ledger.set_phase("step");
+  const double norm_sq = control[2].item<double>();
+  r.stop = control[0].item<double>() > 0;
+  r.grad_norm = std::sqrt(norm_sq);
+  r.lr = lr_at(step_, t.steps, t.warmup_steps, t.lr, t.min_lr_ratio);
+  if (control[1].item<double>() > 0 || !std::isfinite(norm_sq)) {
+    r.skipped = true;
+    ++skipped_total_;
+    ++skipped_in_row_;
+    r.fatal = t.nonfinite == NonFinite::Stop || skipped_in_row_ > t.max_skipped;
+  } else {
+    skipped_in_row_ = 0;
+    if (t.grad_clip > 0 && r.grad_norm > t.grad_clip) {
       const double scale = t.grad_clip / (r.grad_norm + 1e-6);
       for (auto& s : sync_->optim_shards()) s.grad.mul_(scale);
     }
+    auto shards = sync_->optim_shards();
+    opt_->step(shards, r.lr);
+    sync_->after_step();
   }
-  r.lr = lr_at(step_, t.steps, t.warmup_steps, t.lr, t.min_lr_ratio);
-  auto shards = sync_->optim_shards();
-  opt_->step(shards, r.lr);
-  sync_->after_step();
+  r.skipped_steps = skipped_total_;
   if (u) u->stop();
   for (auto& x : fwd) r.forward_ms += x->ms();
   for (auto& x : bwd) r.backward_ms += x->ms();
@@ -139,7 +161,7 @@ StepResult Trainer::step() {
   r.tokens = t.micro_batch * t.grad_accum * grid_.dp * t.seq_len;
   r.ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   r.comm = scope.records();
-  ++step_;
+  if (!r.fatal) ++step_;  // a fatal step leaves the last good state at step_ for the checkpoint
   return r;
 }
 

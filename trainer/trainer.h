@@ -19,7 +19,14 @@ namespace ds {
 struct StepResult {
   int64_t step = 0;
   double loss = 0;       // mean over the global batch's tokens
-  double grad_norm = 0;  // before clipping (0 when clipping is off)
+  double grad_norm = 0;  // before clipping
+  // From the step's control all-reduce, alike on every rank: a stop signal reached some rank;
+  // the loss or gradient norm was NaN or Inf, so the optimizer step was skipped; and with
+  // `fatal`, past train.max_skipped (or under train.nonfinite: stop) the run must end.
+  bool stop = false;
+  bool skipped = false;
+  bool fatal = false;
+  int64_t skipped_steps = 0;  // skipped so far in this process
   double lr = 0;
   double ms = 0;         // this rank's wall time of the step
   int64_t tokens = 0;    // global: every rank's tokens of this step
@@ -80,6 +87,7 @@ class Trainer {
   int64_t next_step_ = -1;
   int64_t step_ = 0;
   bool time_phases_ = false;
+  int64_t skipped_total_ = 0, skipped_in_row_ = 0;
 };
 
 // Held-out loss of `model` on `data`'s evaluation windows (train.eval_windows of them, split over
