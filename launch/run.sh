@@ -3,14 +3,15 @@
 #   launch/run.sh -np 4 build/deltashard train configs/quickstart.yaml
 #   launch/run.sh -np 16 --hostfile launch/hostfile.example build/deltashard train CONFIG
 # Options before the command: -np N, --hostfile FILE, --oversubscribe, --bind (bind ranks to cores),
-# --grace S (seconds between the SIGTERM mpirun forwards and its SIGKILL; default 120, time to
-# finish a step and write a checkpoint), --mpi "extra mpirun args". Under Slurm (SLURM_JOB_ID set
+# --grace S (Open MPI's odls_base_sigkill_timeout: seconds between mpirun's SIGTERM and SIGKILL when
+# it tears a job down; default 1, Open MPI's own, so a dead rank ends the job in about 2 s; a clean
+# stop through this script does not depend on it), --mpi "extra mpirun args". Under Slurm (SLURM_JOB_ID set
 # and DELTASHARD_USE_SRUN=1) it uses srun. mpirun runs with -q: an error is the rank's one line,
 # not buried under Open MPI's abort banner. SIGTERM, SIGINT and SIGUSR1 to this script stop the run
 # cleanly (a checkpoint, exit 75). Signals and exit codes: docs/operations.md.
 set -euo pipefail
 
-np=1; hostfile=""; oversubscribe=0; bind="none"; extra=""; grace=120
+np=1; hostfile=""; oversubscribe=0; bind="none"; extra=""; grace=1
 while [[ $# -gt 0 ]]; do
   case "$1" in
     -np|-n) np="$2"; shift 2 ;;

@@ -51,6 +51,9 @@ Trainer::Trainer(RunConfig cfg, ProcessGrid& grid, const TrainerOptions& options
   }
   GradSyncOptions so{cfg_.parallel.bucket_mb, cfg_.parallel.overlap_grad_sync, cfg_.parallel.zero};
   sync_ = std::make_unique<GradSync>(trainable_, collect_param_shards(*built_.model), grid_, so);
+  // Only an fp16 base on CUDA computes in fp16 (on the CPU fp16 is upcast layer by layer); its
+  // small gradients need the loss scaled up so they do not flush to zero.
+  scaler_ = LossScaler::make(cfg_.model.dtype == DType::Fp16 && cfg_.train.device == Device::Cuda);
   opt_ = std::make_unique<FlatAdamW>(sync_->optim_shards(), AdamWOptions{t.beta1, t.beta2, t.eps, t.weight_decay});
   if (!ckpt.empty()) load_optimizer_state(*this, ckpt);
   time_phases_ = options.time_phases;
@@ -107,7 +110,7 @@ StepResult Trainer::step() {
     if (f) f->stop();
     ledger.set_phase("bwd");
     PhaseTimer* b = timer(bwd);
-    loss.backward();
+    (scaler_.enabled ? loss * scaler_.scale : loss).backward();
     if (b) b->stop();
     loss_sum += loss.detach().to(torch::kDouble);
   }
@@ -130,17 +133,24 @@ StepResult Trainer::step() {
   ledger.set_phase("control");
   grid_.world->all_reduce(control, ReduceOp::Sum, "world.control");
   ledger.set_phase("step");
-  const double norm_sq = control[2].item<double>();
+  const double norm_sq = control[2].item<double>() * scaler_.inverse() * scaler_.inverse();
   r.stop = control[0].item<double>() > 0;
   r.grad_norm = std::sqrt(norm_sq);
   r.lr = lr_at(step_, t.steps, t.warmup_steps, t.lr, t.min_lr_ratio);
-  if (control[1].item<double>() > 0 || !std::isfinite(norm_sq)) {
+  const bool overflow = scaler_.enabled && control[1].item<double>() == 0 && !std::isfinite(norm_sq);
+  if (overflow) {
+    scaler_.update(false);  // fp16 gradients overflowed at this scale: skip, lower it, go on
+  } else if (control[1].item<double>() > 0 || !std::isfinite(norm_sq)) {
     r.skipped = true;
     ++skipped_total_;
     ++skipped_in_row_;
     r.fatal = t.nonfinite == NonFinite::Stop || skipped_in_row_ > t.max_skipped;
   } else {
     skipped_in_row_ = 0;
+    if (scaler_.enabled) {
+      for (auto& sh : sync_->optim_shards()) sh.grad.mul_(scaler_.inverse());
+      scaler_.update(true);
+    }
     if (t.grad_clip > 0 && r.grad_norm > t.grad_clip) {
       const double scale = t.grad_clip / (r.grad_norm + 1e-6);
       for (auto& s : sync_->optim_shards()) s.grad.mul_(scale);
@@ -150,6 +160,8 @@ StepResult Trainer::step() {
     sync_->after_step();
   }
   r.skipped_steps = skipped_total_;
+  r.scaler_skips = scaler_.skips;
+  r.loss_scale = scaler_.scale;
   if (u) u->stop();
   for (auto& x : fwd) r.forward_ms += x->ms();
   for (auto& x : bwd) r.backward_ms += x->ms();

@@ -12,6 +12,7 @@
 #include "dist/process_grid.h"
 #include "trainer/adamw.h"
 #include "trainer/model_builder.h"
+#include "trainer/loss_scaler.h"
 #include "trainer/run_config.h"
 
 namespace ds {
@@ -27,6 +28,10 @@ struct StepResult {
   bool skipped = false;
   bool fatal = false;
   int64_t skipped_steps = 0;  // skipped so far in this process
+  // fp16 base on CUDA: steps skipped by the loss scaler for overflowing gradients (apart from
+  // skipped_steps, not counted against train.max_skipped), and the scale after this step.
+  int64_t scaler_skips = 0;
+  double loss_scale = 1.0;
   double lr = 0;
   double ms = 0;         // this rank's wall time of the step
   int64_t tokens = 0;    // global: every rank's tokens of this step
@@ -88,6 +93,7 @@ class Trainer {
   int64_t step_ = 0;
   bool time_phases_ = false;
   int64_t skipped_total_ = 0, skipped_in_row_ = 0;
+  LossScaler scaler_;
 };
 
 // Held-out loss of `model` on `data`'s evaluation windows (train.eval_windows of them, split over

@@ -27,6 +27,10 @@ Json step_record(const StepResult& r) {
   j["tokens_per_s"] = r.ms > 0 ? r.tokens / (r.ms / 1000.0) : 0.0;
   j["grad_norm"] = r.grad_norm;
   j["skipped_steps"] = r.skipped_steps;
+  if (r.loss_scale != 1.0 || r.scaler_skips > 0) {
+    j["scaler_skips"] = r.scaler_skips;
+    j["loss_scale"] = r.loss_scale;
+  }
   j["step_ms"] = r.ms;
   j["tokens"] = r.tokens;
   j["comm"] = comm_json(r.comm);
