@@ -2,6 +2,7 @@
 
 #include <chrono>
 
+#include "dist/arrivals.h"
 #include "dist/watchdog.h"
 
 namespace ds {
@@ -38,6 +39,8 @@ Communicator::Communicator(CommOptions options) : options_(std::move(options)) {
   if (!options_.ledger) options_.ledger = std::make_shared<Ledger>();
 }
 
+void Communicator::set_arrivals(std::shared_ptr<Arrivals> arrivals) { arrivals_ = std::move(arrivals); }
+
 void Communicator::check(const torch::Tensor& t, const std::string& op, const std::string& tag) const {
   const std::string what = op + " (tag " + tag + ", group " + group() + ")";
   if (!t.defined()) throw std::invalid_argument(what + ": undefined tensor");
@@ -56,12 +59,22 @@ void Communicator::check_pieces(const std::string& op, const torch::Tensor& whol
   }
 }
 
-Work Communicator::run(const std::string& op, const std::string& tag, int64_t elements, int64_t bytes,
-                       bool async, const std::function<Wait(bool)>& start, std::function<void()> after) {
+Work Communicator::run(CollectiveOp op, const std::string& tag, int64_t elements, int64_t bytes, bool async,
+                       const std::function<Wait(bool)>& start, std::function<void()> after) {
   if (size() == 1) return Work();  // nothing crosses processes: callers handle the local copy
   const auto t0 = std::chrono::steady_clock::now();
-  const std::string what = op + " (tag " + tag + ", group " + group() + " of " + std::to_string(size()) + ")";
-  CommRecord rec{op, group(), tag, "", size(), elements, bytes, wire_bytes_for(op, bytes, size()), 0, async};
+  // Every rank enters the collectives of one communicator in the same order, so the count is the
+  // same collective everywhere.
+  const uint64_t seq = ++entered_;
+  const char* name = enum_name(op);
+  // What the watchdog prints if this collective never completes: "all_reduce #42 (tag dp.grads,
+  // group dp of 3, phase bwd)". Without a timeout nothing watches, and nothing is formatted.
+  std::string what;
+  if (options_.timeout_s > 0) {
+    what = std::string(name) + " #" + std::to_string(seq) + " (tag " + tag + ", group " + group() + " of " +
+           std::to_string(size()) + ", phase " + options_.ledger->phase() + ")";
+  }
+  CommRecord rec{name, group(), tag, "", size(), elements, bytes, wire_bytes_for(op, bytes, size()), 0, async};
   auto finish = [this, t0, rec, after = std::move(after)]() mutable {
     if (after) after();
     rec.ms = ms_since(t0);
@@ -69,17 +82,19 @@ Work Communicator::run(const std::string& op, const std::string& tag, int64_t el
   };
   if (!async) {
     {
-      WatchdogGuard guard(what, options_.timeout_s);
+      WatchdogGuard guard(what, options_.timeout_s, arrivals_, seq);
+      if (arrivals_) arrivals_->announce();
       start(false);
     }
     finish();
     return Work();
   }
+  if (arrivals_) arrivals_->announce();
   Wait w = start(true);
   const double timeout = options_.timeout_s;
   return Work(
-      [w, what, timeout] {
-        WatchdogGuard guard(what, timeout);
+      [w, what, timeout, arrivals = arrivals_, seq] {
+        WatchdogGuard guard(what, timeout, arrivals, seq);
         if (w) w();
       },
       finish);
@@ -87,13 +102,13 @@ Work Communicator::run(const std::string& op, const std::string& tag, int64_t el
 
 void Communicator::all_reduce(torch::Tensor& t, ReduceOp op, const std::string& tag) {
   check(t, "all_reduce", tag);
-  run("all_reduce", tag, t.numel(), t.numel() * t.element_size(), false,
+  run(CollectiveOp::AllReduce, tag, t.numel(), t.numel() * t.element_size(), false,
       [&](bool async) { return do_all_reduce(t, op, async); });
 }
 
 Work Communicator::all_reduce_async(torch::Tensor& t, ReduceOp op, const std::string& tag) {
   check(t, "all_reduce", tag);
-  return run("all_reduce", tag, t.numel(), t.numel() * t.element_size(), true,
+  return run(CollectiveOp::AllReduce, tag, t.numel(), t.numel() * t.element_size(), true,
              [this, t, op](bool async) mutable { return do_all_reduce(t, op, async); });
 }
 
@@ -116,7 +131,7 @@ void Communicator::all_gather(const torch::Tensor& in, torch::Tensor& out, const
     out.copy_(in.view_as(out));
     return;
   }
-  run("all_gather", tag, in.numel(), in.numel() * in.element_size(), false,
+  run(CollectiveOp::AllGather, tag, in.numel(), in.numel() * in.element_size(), false,
       [&](bool async) { return do_all_gather(in, out, async); });
 }
 
@@ -126,7 +141,7 @@ Work Communicator::all_gather_async(const torch::Tensor& in, torch::Tensor& out,
     out.copy_(in.view_as(out));
     return Work();
   }
-  return run("all_gather", tag, in.numel(), in.numel() * in.element_size(), true,
+  return run(CollectiveOp::AllGather, tag, in.numel(), in.numel() * in.element_size(), true,
              [this, in, out](bool async) mutable { return do_all_gather(in, out, async); });
 }
 
@@ -136,7 +151,7 @@ void Communicator::reduce_scatter(const torch::Tensor& in, torch::Tensor& out, R
     out.copy_(in.view_as(out));
     return;
   }
-  run("reduce_scatter", tag, in.numel(), in.numel() * in.element_size(), false,
+  run(CollectiveOp::ReduceScatter, tag, in.numel(), in.numel() * in.element_size(), false,
       [&](bool async) { return do_reduce_scatter(in, out, op, async); });
 }
 
@@ -147,7 +162,7 @@ Work Communicator::reduce_scatter_async(const torch::Tensor& in, torch::Tensor& 
     out.copy_(in.view_as(out));
     return Work();
   }
-  return run("reduce_scatter", tag, in.numel(), in.numel() * in.element_size(), true,
+  return run(CollectiveOp::ReduceScatter, tag, in.numel(), in.numel() * in.element_size(), true,
              [this, in, out, op](bool async) mutable { return do_reduce_scatter(in, out, op, async); });
 }
 
@@ -157,14 +172,14 @@ void Communicator::broadcast(torch::Tensor& t, int root, const std::string& tag)
     throw std::invalid_argument("broadcast (tag " + tag + "): root " + std::to_string(root) + " outside group of " +
                                 std::to_string(size()));
   }
-  run("broadcast", tag, t.numel(), t.numel() * t.element_size(), false, [&](bool) {
+  run(CollectiveOp::Broadcast, tag, t.numel(), t.numel() * t.element_size(), false, [&](bool) {
     do_broadcast(t, root);
     return Wait();
   });
 }
 
 void Communicator::barrier(const std::string& tag) {
-  run("barrier", tag, 0, 0, false, [&](bool) {
+  run(CollectiveOp::Barrier, tag, 0, 0, false, [&](bool) {
     do_barrier();
     return Wait();
   });

@@ -1,6 +1,6 @@
 // Collectives over one process group, on contiguous tensors, blocking or non-blocking. Every call
-// is checked (dtype, device, sizes), watched by the watchdog and recorded in the ledger here, once;
-// the MPI and NCCL backends only move bytes.
+// is checked (dtype, device, sizes), numbered, announced to the group's other ranks, watched by the
+// watchdog and recorded in the ledger here, once; the MPI and NCCL backends only move bytes.
 #pragma once
 
 #include <torch/torch.h>
@@ -13,6 +13,8 @@
 #include "dist/ledger.h"
 
 namespace ds {
+
+class Arrivals;
 
 enum class ReduceOp { Sum, Avg, Max };
 
@@ -66,7 +68,13 @@ class Communicator {
   // Lets a backend advance non-blocking operations (MPI progresses only inside MPI calls).
   virtual void progress() {}
 
+  // Collectives entered on this communicator so far (the number the watchdog's messages use).
+  uint64_t entered() const { return entered_; }
+
  protected:
+  // The backend's arrival channel (see dist/arrivals.h); without one a timeout names no rank.
+  void set_arrivals(std::shared_ptr<Arrivals> arrivals);
+
   // Backend hooks. With async == false they complete before returning and return an empty
   // function; with async == true they return the function that waits for completion.
   virtual Wait do_all_reduce(torch::Tensor& t, ReduceOp op, bool async) = 0;
@@ -80,10 +88,12 @@ class Communicator {
   void check(const torch::Tensor& t, const std::string& op, const std::string& tag) const;
   void check_pieces(const std::string& op, const torch::Tensor& whole, const torch::Tensor& piece,
                     const std::string& tag) const;
-  Work run(const std::string& op, const std::string& tag, int64_t elements, int64_t bytes, bool async,
+  Work run(CollectiveOp op, const std::string& tag, int64_t elements, int64_t bytes, bool async,
            const std::function<Wait(bool)>& start, std::function<void()> after = {});
 
   CommOptions options_;
+  std::shared_ptr<Arrivals> arrivals_;
+  uint64_t entered_ = 0;
 };
 
 const char* reduce_op_name(ReduceOp op);

@@ -7,19 +7,21 @@
 namespace ds {
 
 namespace {
-double ring_steps(const std::string& op, int n) {
-  if (op == "all_reduce") return 2.0 * (n - 1);
-  if (op == "barrier") return 2.0 * std::ceil(std::log2(n));
-  return n - 1.0;
+double ring_steps(CollectiveOp op, int n) {
+  switch (op) {
+    case CollectiveOp::AllReduce: return 2.0 * (n - 1);
+    case CollectiveOp::Barrier: return 2.0 * std::ceil(std::log2(n));
+    default: return n - 1.0;
+  }
 }
 }  // namespace
 
-double collective_us(const std::string& op, int64_t bytes, int n, const LinkModel& link) {
+double collective_us(CollectiveOp op, int64_t bytes, int n, const LinkModel& link) {
   if (n <= 1) return 0.0;
   if (link.busbw_gbps <= 0) throw std::invalid_argument("link model without a bandwidth (" + link.source + ")");
   const double us_per_byte = 1.0 / (link.busbw_gbps * 1e3);  // GB/s = 1e3 bytes per microsecond
   const double ring = ring_steps(op, n) * link.alpha_us + wire_bytes_for(op, bytes, n) * us_per_byte;
-  if (op != "all_reduce") return ring;
+  if (op != CollectiveOp::AllReduce) return ring;
   const double tree = 2.0 * std::ceil(std::log2(n)) * link.alpha_us + 2.0 * bytes * us_per_byte;
   return std::min(ring, tree);
 }
@@ -28,7 +30,7 @@ double records_us(const std::vector<CommRecord>& records, const Fabric& fabric, 
   double us = 0;
   for (const auto& r : records) {
     if (!group.empty() && r.group != group) continue;
-    us += collective_us(r.op, r.bytes, r.group_size, fabric.link_for(r.group));
+    us += collective_us(collective_op(r.op), r.bytes, r.group_size, fabric.link_for(r.group));
   }
   return us;
 }
@@ -39,8 +41,9 @@ LinkModel fit_link(const std::vector<CommSample>& samples) {
   int used = 0;
   for (const auto& s : samples) {
     if (s.us <= 0 || s.ranks < 2) continue;
-    const double x1 = ring_steps(s.op, s.ranks) / s.us;
-    const double x2 = wire_bytes_for(s.op, s.bytes, s.ranks) / s.us;
+    const CollectiveOp op = collective_op(s.op);
+    const double x1 = ring_steps(op, s.ranks) / s.us;
+    const double x2 = wire_bytes_for(op, s.bytes, s.ranks) / s.us;
     a11 += x1 * x1;
     a12 += x1 * x2;
     a22 += x2 * x2;

@@ -27,14 +27,14 @@ struct Fabric {
 };
 
 // Microseconds for one collective of `bytes` (the ledger's payload definition) over n ranks.
-double collective_us(const std::string& op, int64_t bytes, int n, const LinkModel& link);
+double collective_us(CollectiveOp op, int64_t bytes, int n, const LinkModel& link);
 
 // Modelled microseconds of every record, summed.
 double records_us(const std::vector<CommRecord>& records, const Fabric& fabric, const std::string& group = "");
 
 // One measured point: `bench comm` rows.
 struct CommSample {
-  std::string op;
+  std::string op;  // as printed: all_reduce, all_gather, ...
   int64_t bytes = 0;
   int ranks = 2;
   double us = 0;

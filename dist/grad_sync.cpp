@@ -22,14 +22,14 @@ GradSync::GradSync(const std::vector<std::pair<std::string, torch::Tensor>>& tra
     : grid_(grid), options_(options) {
   const int64_t cap = std::max<int64_t>(1, static_cast<int64_t>(options_.bucket_mb * 1024 * 1024 / 4));
   // Reverse model order: backward produces the last layers' gradients first.
-  std::map<std::tuple<std::string, bool, bool>, size_t> open;
+  std::map<std::tuple<BucketGroup, bool, bool>, size_t> open;
   std::vector<std::vector<std::pair<std::string, torch::Tensor>>> members;
   for (auto it = trainable.rbegin(); it != trainable.rend(); ++it) {
     const auto& [name, p] = *it;
     auto sh = shards.find(name);
     const bool partial = sh != shards.end() && sh->second.partial_grad;
     const bool unique = sh != shards.end() && sh->second.dim >= 0;
-    const auto key = std::make_tuple(std::string(partial ? "world" : "dp"), p.dim() >= 2, unique || partial);
+    const auto key = std::make_tuple(partial ? BucketGroup::World : BucketGroup::Dp, p.dim() >= 2, unique || partial);
     auto o = open.find(key);
     if (o == open.end() || buckets_[o->second].numel + p.numel() > cap) {
       GradBucket b;
@@ -72,7 +72,7 @@ GradSync::GradSync(const std::vector<std::pair<std::string, torch::Tensor>>& tra
 GradSync::~GradSync() = default;
 
 Communicator& GradSync::comm_of(const GradBucket& b) const {
-  return b.group == "world" ? *grid_.world : *grid_.dp_group;
+  return b.group == BucketGroup::World ? *grid_.world : *grid_.dp_group;
 }
 
 int64_t GradSync::shard_size(const GradBucket& b) const {
@@ -126,8 +126,9 @@ void GradSync::launch(size_t i) {
   b.launched = true;
   Communicator& c = comm_of(b);
   // world buckets: the TP partial sums and the DP average in one collective (sum, then / dp).
-  const ReduceOp op = b.group == "world" ? ReduceOp::Sum : ReduceOp::Avg;
-  const std::string tag = b.group == "world" ? "world.lora_partial_grads" : "dp.grads";
+  const bool world = b.group == BucketGroup::World;
+  const ReduceOp op = world ? ReduceOp::Sum : ReduceOp::Avg;
+  const std::string tag = world ? "world.lora_partial_grads" : "dp.grads";
   if (options_.zero) {
     b.work = c.reduce_scatter_async(b.flat_grad, b.shard_grad, op, tag);
   } else {
@@ -139,7 +140,7 @@ void GradSync::sync() {
   while (next_launch_ < buckets_.size()) launch(next_launch_++);
   for (auto& b : buckets_) {
     b.work.wait();
-    if (b.group == "world" && grid_.dp > 1) (options_.zero ? b.shard_grad : b.flat_grad).div_(grid_.dp);
+    if (b.group == BucketGroup::World && grid_.dp > 1) (options_.zero ? b.shard_grad : b.flat_grad).div_(grid_.dp);
   }
   armed_ = false;
 }
@@ -168,7 +169,7 @@ double GradSync::local_grad_norm_sq() const {
   for (auto& b : buckets_) {
     const torch::Tensor g = options_.zero ? b.shard_grad : b.flat_grad;
     double replicas = options_.zero ? 1 : comm_of(b).size();
-    if (b.group == "dp" && !b.tp_unique) replicas *= grid_.tp;
+    if (b.group == BucketGroup::Dp && !b.tp_unique) replicas *= grid_.tp;
     local += g.to(torch::kDouble).pow(2).sum().item<double>() / replicas;
   }
   return local;
@@ -178,7 +179,7 @@ void GradSync::after_step() {
   if (!options_.zero) return;
   for (auto& b : buckets_) {
     torch::Tensor piece = b.flat_param.narrow(0, shard_begin(b), shard_size(b)).clone();
-    comm_of(b).all_gather(piece, b.flat_param, b.group == "world" ? "world.lora_partial_params" : "dp.params");
+    comm_of(b).all_gather(piece, b.flat_param, b.group == BucketGroup::World ? "world.lora_partial_params" : "dp.params");
   }
 }
 

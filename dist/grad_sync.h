@@ -29,8 +29,12 @@ struct GradSyncOptions {
   int zero = 0;
 };
 
+// Which communicator a bucket is averaged over: its DP group, or every rank (replicated LoRA factors
+// whose gradients are partial sums over TP: the TP sum and the DP average in one collective).
+enum class BucketGroup { Dp, World };
+
 struct GradBucket {
-  std::string group;  // dp | world
+  BucketGroup group = BucketGroup::Dp;
   bool decay = false;
   bool tp_unique = true;  // elements differ across TP ranks (a shard) rather than being copies
   std::vector<std::string> names;

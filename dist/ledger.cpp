@@ -1,14 +1,24 @@
 #include "dist/ledger.h"
 
+#include <stdexcept>
+
 namespace ds {
 
-double wire_bytes_for(const std::string& op, int64_t bytes, int n) {
+CollectiveOp collective_op(const std::string& name) {
+  if (auto op = enum_from<CollectiveOp>(name)) return *op;
+  throw std::invalid_argument("unknown collective '" + name + "'");
+}
+
+double wire_bytes_for(CollectiveOp op, int64_t bytes, int n) {
   if (n <= 1) return 0.0;
   const double s = static_cast<double>(bytes);
-  if (op == "all_reduce") return 2.0 * (n - 1) / n * s;
-  if (op == "reduce_scatter") return static_cast<double>(n - 1) / n * s;
-  if (op == "all_gather") return static_cast<double>(n - 1) * s;
-  if (op == "broadcast") return s;
+  switch (op) {
+    case CollectiveOp::AllReduce: return 2.0 * (n - 1) / n * s;
+    case CollectiveOp::ReduceScatter: return static_cast<double>(n - 1) / n * s;
+    case CollectiveOp::AllGather: return static_cast<double>(n - 1) * s;
+    case CollectiveOp::Broadcast: return s;
+    case CollectiveOp::Barrier: return 0.0;
+  }
   return 0.0;
 }
 

@@ -14,7 +14,18 @@
 #include <string>
 #include <vector>
 
+#include "core/config_fields.h"
+
 namespace ds {
+
+// The collectives a Communicator runs. CommRecord keeps the printed name (the ledger is output
+// text: JSON keys, tables); code that branches on the operation uses this enum.
+enum class CollectiveOp { AllReduce, AllGather, ReduceScatter, Broadcast, Barrier };
+DS_ENUM_NAMES(CollectiveOp, {CollectiveOp::AllReduce, "all_reduce"}, {CollectiveOp::AllGather, "all_gather"},
+              {CollectiveOp::ReduceScatter, "reduce_scatter"}, {CollectiveOp::Broadcast, "broadcast"},
+              {CollectiveOp::Barrier, "barrier"});
+// The enum of a printed name (a ledger record, a `bench comm` row); throws std::invalid_argument.
+CollectiveOp collective_op(const std::string& name);
 
 struct CommRecord {
   std::string op;     // all_reduce | all_gather | reduce_scatter | broadcast | barrier
@@ -42,7 +53,7 @@ struct CommTotals {
   }
 };
 
-double wire_bytes_for(const std::string& op, int64_t bytes, int group_size);
+double wire_bytes_for(CollectiveOp op, int64_t bytes, int group_size);
 
 class Ledger {
  public:

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <limits>
 
+#include "dist/arrivals.h"
 #include "dist/check.h"
 
 namespace ds {
@@ -44,6 +45,32 @@ void finish_avg(torch::Tensor& t, ReduceOp op, int n) {
   }
 }
 
+// CUDA tensors are staged through pinned host memory; a CPU tensor is its own host buffer. The
+// copies are synchronous (a device-to-host copy waits for the kernels that wrote the tensor), and
+// the ledger's time, taken around the whole call, includes them. Compiled only against a CUDA
+// LibTorch: in a CPU build no CUDA tensor exists and these are the identity.
+#ifdef DELTASHARD_TORCH_CUDA
+torch::Tensor host_input(const torch::Tensor& t) {
+  if (!t.is_cuda()) return t;
+  torch::Tensor h = torch::empty(t.sizes(), t.options().device(torch::kCPU).pinned_memory(true));
+  h.copy_(t);
+  return h;
+}
+
+torch::Tensor host_output(const torch::Tensor& t) {
+  if (!t.is_cuda()) return t;
+  return torch::empty(t.sizes(), t.options().device(torch::kCPU).pinned_memory(true));
+}
+
+void copy_back(torch::Tensor& t, const torch::Tensor& host) {
+  if (t.is_cuda()) t.copy_(host);
+}
+#else
+const torch::Tensor& host_input(const torch::Tensor& t) { return t; }
+const torch::Tensor& host_output(const torch::Tensor& t) { return t; }
+void copy_back(torch::Tensor&, const torch::Tensor&) {}
+#endif
+
 }  // namespace
 
 MPI_Datatype mpi_datatype(torch::ScalarType t) {
@@ -76,6 +103,8 @@ MpiCommunicator::MpiCommunicator(MPI_Comm comm, CommOptions options) : Communica
   MPI_CHECK(MPI_Comm_size(comm_, &size_));
   const std::string name = "deltashard." + group();
   MPI_CHECK(MPI_Comm_set_name(comm_, name.c_str()));
+  // Announcements only matter to the watchdog; without a timeout they would be pure cost.
+  if (timeout_s() > 0 && size_ > 1) set_arrivals(Arrivals::open(comm_, name + ".arrivals"));
 }
 
 MpiCommunicator::~MpiCommunicator() {
@@ -85,9 +114,16 @@ MpiCommunicator::~MpiCommunicator() {
 }
 
 void MpiCommunicator::check_device(const torch::Tensor& t, const std::string& what) const {
-  if (!t.device().is_cpu()) {
-    throw std::invalid_argument(what + ": the MPI backend takes CPU tensors (got " + t.device().str() + ")");
+#ifdef DELTASHARD_TORCH_CUDA
+  if (!t.device().is_cpu() && !t.device().is_cuda()) {
+    throw std::invalid_argument(what + ": the MPI backend takes CPU or CUDA tensors (got " + t.device().str() + ")");
   }
+#else
+  if (!t.device().is_cpu()) {
+    throw std::invalid_argument(what + ": the MPI backend takes CPU tensors in this build, without a CUDA LibTorch (got " +
+                                t.device().str() + ")");
+  }
+#endif
   mpi_datatype(t.scalar_type());
   if (t.numel() > std::numeric_limits<int>::max()) {
     throw std::invalid_argument(what + ": more than 2^31-1 elements in one MPI call");
@@ -123,29 +159,38 @@ Communicator::Wait MpiCommunicator::do_all_reduce(torch::Tensor& t, ReduceOp op,
   const int n = static_cast<int>(t.numel());
   const MPI_Datatype dt = mpi_datatype(t.scalar_type());
   const MPI_Op mop = mpi_op(t.scalar_type(), op);
+  torch::Tensor h = host_input(t);
   if (!async) {
-    MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, t.data_ptr(), n, dt, mop, comm_));
-    finish_avg(t, op, size_);
+    MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, h.data_ptr(), n, dt, mop, comm_));
+    finish_avg(h, op, size_);
+    copy_back(t, h);
     return {};
   }
   auto req = std::make_shared<MPI_Request>(MPI_REQUEST_NULL);
-  MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, t.data_ptr(), n, dt, mop, comm_, req.get()));
+  MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, h.data_ptr(), n, dt, mop, comm_, req.get()));
   open_.push_back(req);
   const int size = size_;
-  return make_wait(req, [t, op, size]() mutable { finish_avg(t, op, size); });
+  return make_wait(req, [t, h, op, size]() mutable {
+    finish_avg(h, op, size);
+    copy_back(t, h);
+  });
 }
 
 Communicator::Wait MpiCommunicator::do_all_gather(const torch::Tensor& in, torch::Tensor& out, bool async) {
   const int n = static_cast<int>(in.numel());
   const MPI_Datatype dt = mpi_datatype(in.scalar_type());
+  const torch::Tensor hin = host_input(in);
+  torch::Tensor hout = host_output(out);
   if (!async) {
-    MPI_CHECK(MPI_Allgather(in.data_ptr(), n, dt, out.data_ptr(), n, dt, comm_));
+    MPI_CHECK(MPI_Allgather(hin.data_ptr(), n, dt, hout.data_ptr(), n, dt, comm_));
+    copy_back(out, hout);
     return {};
   }
   auto req = std::make_shared<MPI_Request>(MPI_REQUEST_NULL);
-  MPI_CHECK(MPI_Iallgather(in.data_ptr(), n, dt, out.data_ptr(), n, dt, comm_, req.get()));
+  MPI_CHECK(MPI_Iallgather(hin.data_ptr(), n, dt, hout.data_ptr(), n, dt, comm_, req.get()));
   open_.push_back(req);
-  return make_wait(req, [in, out] {});  // keeps both buffers alive until completion
+  // Holds every buffer until completion.
+  return make_wait(req, [hin, hout, out]() mutable { copy_back(out, hout); });
 }
 
 Communicator::Wait MpiCommunicator::do_reduce_scatter(const torch::Tensor& in, torch::Tensor& out, ReduceOp op,
@@ -153,20 +198,28 @@ Communicator::Wait MpiCommunicator::do_reduce_scatter(const torch::Tensor& in, t
   const int n = static_cast<int>(out.numel());
   const MPI_Datatype dt = mpi_datatype(in.scalar_type());
   const MPI_Op mop = mpi_op(in.scalar_type(), op);
+  const torch::Tensor hin = host_input(in);
+  torch::Tensor hout = host_output(out);
   if (!async) {
-    MPI_CHECK(MPI_Reduce_scatter_block(in.data_ptr(), out.data_ptr(), n, dt, mop, comm_));
-    finish_avg(out, op, size_);
+    MPI_CHECK(MPI_Reduce_scatter_block(hin.data_ptr(), hout.data_ptr(), n, dt, mop, comm_));
+    finish_avg(hout, op, size_);
+    copy_back(out, hout);
     return {};
   }
   auto req = std::make_shared<MPI_Request>(MPI_REQUEST_NULL);
-  MPI_CHECK(MPI_Ireduce_scatter_block(in.data_ptr(), out.data_ptr(), n, dt, mop, comm_, req.get()));
+  MPI_CHECK(MPI_Ireduce_scatter_block(hin.data_ptr(), hout.data_ptr(), n, dt, mop, comm_, req.get()));
   open_.push_back(req);
   const int size = size_;
-  return make_wait(req, [in, out, op, size]() mutable { finish_avg(out, op, size); });
+  return make_wait(req, [hin, hout, out, op, size]() mutable {
+    finish_avg(hout, op, size);
+    copy_back(out, hout);
+  });
 }
 
 void MpiCommunicator::do_broadcast(torch::Tensor& t, int root) {
-  MPI_CHECK(MPI_Bcast(t.data_ptr(), static_cast<int>(t.numel()), mpi_datatype(t.scalar_type()), root, comm_));
+  torch::Tensor h = rank_ == root ? host_input(t) : host_output(t);
+  MPI_CHECK(MPI_Bcast(h.data_ptr(), static_cast<int>(h.numel()), mpi_datatype(h.scalar_type()), root, comm_));
+  copy_back(t, h);
 }
 
 void MpiCommunicator::do_barrier() { MPI_CHECK(MPI_Barrier(comm_)); }

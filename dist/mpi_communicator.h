@@ -1,6 +1,8 @@
-// The Open MPI backend: CPU tensors; float32/64 and int32/64 with MPI's own types and reductions,
-// bfloat16 and float16 as 16-bit words with user reductions that compute in float and round back.
-// Blocking calls use MPI's blocking collectives (its tuned algorithms); async ones the MPI_I* calls.
+// The Open MPI backend: float32/64 and int32/64 with MPI's own types and reductions, bfloat16 and
+// float16 as 16-bit words with user reductions that compute in float and round back. Blocking calls
+// use MPI's blocking collectives (its tuned algorithms); async ones the MPI_I* calls. CPU tensors
+// go to MPI as they are; CUDA tensors through pinned host copies (this Open MPI is not CUDA-aware),
+// so several ranks can share one GPU, which NCCL refuses.
 #pragma once
 
 #include <mpi.h>

@@ -30,8 +30,10 @@ MpiEnv::MpiEnv(int* argc, char*** argv) {
   MPI_Initialized(&initialized);
   if (initialized) return;
   int provided = 0;
-  // Gradient hooks may run collectives from autograd's thread, one at a time.
-  MPI_CHECK(MPI_Init_thread(argc, argv, MPI_THREAD_SERIALIZED, &provided));
+  // Gradient hooks run collectives from autograd's thread (one at a time), and the watchdog thread
+  // receives arrival messages while the main thread waits inside a collective: that needs
+  // MPI_THREAD_MULTIPLE (Open MPI 4.1 provides it). With less, timeouts name no rank.
+  MPI_CHECK(MPI_Init_thread(argc, argv, MPI_THREAD_MULTIPLE, &provided));
   MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
   owns_ = true;
 }

@@ -5,6 +5,7 @@
 #include <nccl.h>
 #endif
 
+#include "dist/arrivals.h"
 #include "dist/check.h"
 
 #ifdef DELTASHARD_HAVE_NCCL
@@ -80,6 +81,8 @@ NcclCommunicator::NcclCommunicator(MPI_Comm comm, int device, CommOptions option
   if (rank_ == 0) NCCL_CHECK(ncclGetUniqueId(&id));
   MPI_CHECK(MPI_Bcast(&id, sizeof id, MPI_BYTE, 0, comm));
   NCCL_CHECK(ncclCommInitRank(&state_->comm, size_, id, rank_));
+  // Arrivals travel over MPI on a duplicate of `comm`, so an NCCL stall names its rank too.
+  if (timeout_s() > 0 && size_ > 1) set_arrivals(Arrivals::open(comm, "deltashard." + group() + ".arrivals"));
   // A blocking stream: ordered after work already queued on the legacy default stream.
   CUDA_CHECK(cudaStreamCreate(&state_->stream));
 }

@@ -18,7 +18,7 @@ struct NcclState;
 
 class NcclCommunicator : public Communicator {
  public:
-  // `comm` is only used to agree on the NCCL unique id; it is not kept.
+  // `comm` is used to agree on the NCCL unique id and duplicated for arrival messages; it is not kept.
   NcclCommunicator(MPI_Comm comm, int device, CommOptions options);
   ~NcclCommunicator() override;
 

@@ -8,13 +8,17 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
-Communicator& comm_of(AutogradContext* ctx) {
-  return *reinterpret_cast<Communicator*>(ctx->saved_data["comm"].toInt());
-}
+// The communicator a backward pass needs. Forward receives it as a typed argument (apply() hands
+// non-tensor arguments through as they are); ctx->saved_data holds only IValues, and a capsule
+// around a CustomClassHolder is the IValue that carries a C++ object without registering a
+// TorchScript class. The communicator outlives the graph: the model holds it too.
+struct CommRef : torch::CustomClassHolder {
+  explicit CommRef(Communicator& c) : comm(c) {}
+  Communicator& comm;
+};
 
-void save(AutogradContext* ctx, Communicator& tp, const std::string& tag) {
-  ctx->saved_data["comm"] = reinterpret_cast<int64_t>(&tp);
-  ctx->saved_data["tag"] = tag;
+Communicator& comm_of(AutogradContext* ctx) {
+  return c10::static_intrusive_pointer_cast<CommRef>(ctx->saved_data.at("comm").toCapsule())->comm;
 }
 
 torch::Tensor summed(const torch::Tensor& t, Communicator& tp, const std::string& tag) {
@@ -23,19 +27,24 @@ torch::Tensor summed(const torch::Tensor& t, Communicator& tp, const std::string
   return out;
 }
 
+// backward returns one entry per forward argument: the tensor's gradient, nothing for the
+// communicator and the tag.
 struct CopyToTp : torch::autograd::Function<CopyToTp> {
-  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x, int64_t comm, const std::string& tag) {
-    save(ctx, *reinterpret_cast<Communicator*>(comm), tag);
+  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x, Communicator& tp,
+                               const std::string& tag) {
+    ctx->saved_data["comm"] = c10::IValue::make_capsule(c10::make_intrusive<CommRef>(tp));
+    ctx->saved_data["tag"] = tag;
     return x.view_as(x);
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    return {summed(grads[0], comm_of(ctx), ctx->saved_data["tag"].toStringRef()), torch::Tensor(), torch::Tensor()};
+    return {summed(grads[0], comm_of(ctx), ctx->saved_data.at("tag").toStringRef()), torch::Tensor(),
+            torch::Tensor()};
   }
 };
 
 struct ReduceFromTp : torch::autograd::Function<ReduceFromTp> {
-  static torch::Tensor forward(AutogradContext*, const torch::Tensor& x, int64_t comm, const std::string& tag) {
-    return summed(x, *reinterpret_cast<Communicator*>(comm), tag);
+  static torch::Tensor forward(AutogradContext*, const torch::Tensor& x, Communicator& tp, const std::string& tag) {
+    return summed(x, tp, tag);
   }
   static variable_list backward(AutogradContext*, variable_list grads) {
     return {grads[0], torch::Tensor(), torch::Tensor()};
@@ -45,12 +54,12 @@ struct ReduceFromTp : torch::autograd::Function<ReduceFromTp> {
 
 torch::Tensor copy_to_tp(const torch::Tensor& x, Communicator& tp, const std::string& tag) {
   if (tp.size() == 1) return x;
-  return CopyToTp::apply(x, reinterpret_cast<int64_t>(&tp), tag);
+  return CopyToTp::apply(x, tp, tag);
 }
 
 torch::Tensor reduce_from_tp(const torch::Tensor& x, Communicator& tp, const std::string& tag) {
   if (tp.size() == 1) return x;
-  return ReduceFromTp::apply(x, reinterpret_cast<int64_t>(&tp), tag);
+  return ReduceFromTp::apply(x, tp, tag);
 }
 
 LinearFactory tp_factory(Communicator& tp, const ParamOptions& params) {

@@ -2,7 +2,9 @@
 // definitions: algbw = size / time; busbw = algbw × 2(n-1)/n for all_reduce, (n-1)/n for
 // all_gather and reduce_scatter, 1 for broadcast), and the same loop over the raw MPI call on the
 // same communicator, interleaved iteration by iteration, so the Communicator's overhead is a
-// measured ratio. Times are the per-rank medians, then the maximum over ranks.
+// measured ratio. Times are the per-rank medians, then the maximum over ranks. The Communicator's
+// cost per call: checks, a ledger record, and with a timeout the watchdog and one zero-byte arrival
+// message to every other rank (dist/arrivals.h); --timeout 0 measures it without the last two.
 #include <mpi.h>
 
 #include <algorithm>
@@ -21,28 +23,35 @@ int cmd_bench_comm(int argc, char** argv) {
   std::string op = "all_reduce";
   int64_t min_bytes = 8, max_bytes = 64ll << 20;
   int max_iters = 100;
+  double timeout_s = 300;
   po::options_description desc("deltashard bench comm");
   add_common(desc, args, false, false);
   desc.add_options()("op", po::value<std::string>(&op), "all_reduce | all_gather | reduce_scatter | broadcast")(
       "min-bytes", po::value<int64_t>(&min_bytes), "smallest message (default 8)")(
       "max-bytes", po::value<int64_t>(&max_bytes), "largest message (default 64 MiB)")(
-      "iters", po::value<int>(&max_iters), "timed iterations at small sizes (default 100)");
+      "iters", po::value<int>(&max_iters), "timed iterations at small sizes (default 100)")(
+      "timeout", po::value<double>(&timeout_s),
+      "watchdog timeout of the measured communicator, seconds (default 300, as parallel.timeout_s; 0: no "
+      "watchdog and no arrival messages)");
   if (!parse_args(argc, argv, desc, args, false,
-                  "mpirun -np N deltashard bench comm [--op all_reduce] [--min-bytes 8] [--max-bytes 67108864] [--json]")) {
+                  "mpirun -np N deltashard bench comm [--op all_reduce] [--min-bytes 8] [--max-bytes 67108864] [--timeout 300] "
+                  "[--json]")) {
     return 0;
   }
   if (op != "all_reduce" && op != "all_gather" && op != "reduce_scatter" && op != "broadcast") {
     throw UsageError("--op: expected all_reduce, all_gather, reduce_scatter or broadcast, got '" + op + "'");
   }
   if (min_bytes < 4 || max_bytes < min_bytes) throw UsageError("--min-bytes must be >= 4 and <= --max-bytes");
+  if (!(timeout_s >= 0)) throw UsageError("--timeout must be >= 0 (0: no watchdog)");
   MPI_Comm dup;
   MPI_CHECK(MPI_Comm_dup(MPI_COMM_WORLD, &dup));
-  MpiCommunicator comm(dup, CommOptions{"world", 300, std::make_shared<Ledger>()});
+  MpiCommunicator comm(dup, CommOptions{"world", timeout_s, std::make_shared<Ledger>()});
   const int n = comm.size();
   const MPI_Comm raw = comm.comm();
   Json rows = Json::array();
   if (!args.json) {
-    print0("# deltashard bench comm: op %s, %d ranks, float32, median over iterations, max over ranks\n", op.c_str(), n);
+    print0("# deltashard bench comm: op %s, %d ranks, float32, median over iterations, max over ranks, timeout %g s\n",
+           op.c_str(), n, timeout_s);
     print0("# %12s %12s %6s %12s %12s %10s %10s %9s\n", "bytes", "count", "iters", "median_us", "raw_us", "algbw_GB/s",
            "busbw_GB/s", "overhead");
   }
@@ -105,6 +114,7 @@ int cmd_bench_comm(int argc, char** argv) {
     row["bytes"] = size_bytes;
     row["count"] = count;
     row["ranks"] = n;
+    row["timeout_s"] = timeout_s;
     row["iters"] = iters;
     row["median_us"] = us;
     row["raw_median_us"] = raw_us;
