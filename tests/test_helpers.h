@@ -57,4 +57,15 @@ inline RunConfig tiny_config(const std::string& method) {
   return c;
 }
 
+// The LLaMA family's choices on a model of any size: RMSNorm, SwiGLU, rotary positions, no biases,
+// an untied head, and 2 key/value heads (grouped-query attention).
+inline void make_llama(ModelConfig& c) {
+  c.norm = NormKind::RmsNorm;
+  c.activation = Activation::SwiGlu;
+  c.positions = Positions::Rope;
+  c.bias = false;
+  c.n_kv_head = 2;
+  c.tie_embeddings = false;
+}
+
 }  // namespace ds::fixtures
