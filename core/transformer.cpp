@@ -39,7 +39,8 @@ torch::Tensor NormImpl::forward(const torch::Tensor& x) {
   return (xf * torch::rsqrt(xf.pow(2).mean(-1, true) + eps) * w).to(x.scalar_type());
 }
 
-EmbeddingImpl::EmbeddingImpl(int64_t rows, int64_t dim, double init_std, const ParamOptions& params) {
+EmbeddingImpl::EmbeddingImpl(int64_t rows, int64_t dim, double init_std, const ParamOptions& params)
+    : init_std(init_std) {
   weight = register_parameter("weight", make_param({rows, dim}, init_std, params));
 }
 
@@ -121,6 +122,10 @@ torch::Tensor causal_attention(const torch::Tensor& q, const torch::Tensor& key,
   att = torch::softmax(att.to(torch::kFloat).masked_fill(mask, -std::numeric_limits<float>::infinity()), -1)
             .to(v.scalar_type());
   return att.matmul(v);
+}
+
+AttentionKernel attention_kernel() {
+  return DS_HAVE_SDPA_GQA ? AttentionKernel::FusedGqa : DS_HAVE_SDPA ? AttentionKernel::Fused : AttentionKernel::Explicit;
 }
 
 MlpImpl::MlpImpl(const ModelConfig& cfg, const LinearFactory& factory) : fanout(factory.fanout("mlp")) {

@@ -32,6 +32,7 @@ struct EmbeddingImpl : torch::nn::Module {
   EmbeddingImpl(int64_t rows, int64_t dim, double init_std, const ParamOptions& params);
   torch::Tensor forward(const torch::Tensor& ids);  // in the table's type
   torch::Tensor weight;
+  double init_std;  // weight ~ N(0, init_std²) when drawn
 };
 TORCH_MODULE(Embedding);
 
@@ -49,6 +50,10 @@ torch::Tensor apply_rope(const torch::Tensor& x, int64_t first_position, double 
 // values: fused scaled_dot_product_attention where LibTorch has it (2.0+), else explicit, with the
 // softmax in float32.
 torch::Tensor causal_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, int64_t past);
+// Which of those paths this build takes (for memory estimates): Explicit (LibTorch 1.x), Fused
+// (2.0 to 2.4, on key/value heads repeated to n_head), FusedGqa (2.5+, grouped heads read in place).
+enum class AttentionKernel { Explicit, Fused, FusedGqa };
+AttentionKernel attention_kernel();
 
 struct AttentionImpl : torch::nn::Module {
   AttentionImpl(const ModelConfig& cfg, const LinearFactory& factory);

@@ -57,15 +57,21 @@ inline RunConfig tiny_config(const std::string& method) {
   return c;
 }
 
-// The LLaMA family on the same sizes: RMSNorm, SwiGLU, rotary positions, no biases, 2 key/value heads.
-inline ModelConfig as_llama(ModelConfig c) {
-  c.layout = Layout::Llama;
+// The LLaMA family's choices on a model of any size: RMSNorm, SwiGLU, rotary positions, no biases,
+// an untied head, and 2 key/value heads (grouped-query attention).
+inline void make_llama(ModelConfig& c) {
   c.norm = NormKind::RmsNorm;
   c.activation = Activation::SwiGlu;
   c.positions = Positions::Rope;
   c.bias = false;
   c.n_kv_head = 2;
   c.tie_embeddings = false;
+}
+
+// The same, laid out and named as a Hugging Face LLaMA model.
+inline ModelConfig as_llama(ModelConfig c) {
+  make_llama(c);
+  c.layout = Layout::Llama;
   c.norm_eps = 1e-6;
   return c;
 }

@@ -1,6 +1,7 @@
 #include "trainer/trainer.h"
 
 #include <chrono>
+#include <cstdio>
 #include <cmath>
 #include <thread>
 
@@ -11,6 +12,8 @@
 #include "trainer/manifest.h"
 #include "trainer/stop_signals.h"
 #include "core/fault.h"
+#include "trainer/memory_model.h"
+#include "trainer/memory_stats.h"
 
 namespace ds {
 
@@ -19,6 +22,29 @@ TokenDataset load_dataset(const RunConfig& cfg, const std::optional<BpeTokenizer
 }
 
 namespace {
+// A CPU run whose estimated memory (trainer/memory_model.h), times the ranks sharing this node,
+// exceeds the machine's is refused before anything is allocated: it would otherwise be killed by
+// the kernel part-way, or swap. The estimate leaves out the process's own baseline, so it refuses
+// only runs that cannot fit.
+void check_fits_memory(const RunConfig& cfg, int dp) {
+  if (cfg.train.device != Device::Cpu) return;
+  const int64_t machine = machine_memory_bytes();
+  if (machine <= 0) return;
+  const MemoryEstimate e = estimate_memory(cfg, dp);
+  const int64_t ranks = std::max(1, local_size());
+  if (e.total_bytes * ranks <= machine) return;
+  const auto gib = [](int64_t b) { return static_cast<double>(b) / (1024.0 * 1024.0 * 1024.0); };
+  char msg[512];
+  std::snprintf(msg, sizeof msg,
+                "train.micro_batch: %lld needs about %.1f GiB per rank (activations %.1f GiB, weights and optimizer "
+                "%.1f GiB; deltashard inspect --memory) x %lld ranks on this node, above this machine's %.1f GiB; "
+                "lower train.micro_batch%s",
+                static_cast<long long>(cfg.train.micro_batch), gib(e.total_bytes), gib(e.activation_bytes),
+                gib(e.total_bytes - e.activation_bytes), static_cast<long long>(ranks), gib(machine),
+                e.recompute ? "" : " or set train.recompute: layer");
+  throw ConfigError(msg);
+}
+
 // Random tokens for benchmarks: enough for every window of the run to be distinct in practice.
 TokenDataset random_dataset(const RunConfig& cfg, int dp) {
   const auto& t = cfg.train;
@@ -36,6 +62,7 @@ Trainer::Trainer(RunConfig cfg, ProcessGrid& grid, const TrainerOptions& options
   resolve_run_config(cfg_);     // idempotent: configs built in code get the same treatment as files
   const auto& t = cfg_.train;
   set_threads(cfg_);
+  check_fits_memory(cfg_, grid_.dp);
   built_ = build_model(cfg_, *grid_.tp_group, BuildOptions{true, options.need_data && !options.random_data});
 
   std::string ckpt;

@@ -39,6 +39,7 @@ int cmd_train(int argc, char** argv);
 int cmd_eval(int argc, char** argv);
 int cmd_merge(int argc, char** argv);
 int cmd_inspect(int argc, char** argv);
+int cmd_init(int argc, char** argv);
 int cmd_convert(int argc, char** argv);
 int cmd_bench(int argc, char** argv);
 int cmd_compare(int argc, char** argv);

@@ -29,6 +29,7 @@ const std::map<std::string, Command>& commands() {
       {"eval", {ds::cmd_eval, "eval CONFIG [--checkpoint DIR] [--merged]: held-out loss and perplexity"}},
       {"merge", {ds::cmd_merge, "merge CONFIG --checkpoint DIR --out DIR: write W0 + s·B·A as a model directory"}},
       {"convert", {ds::cmd_convert, "convert --model DIR --out DIR --layout gpt2|llama|deltashard: rewrite a model directory"}},
+      {"init", {ds::cmd_init, "init MODEL.yaml --out DIR [--dtype bf16]: a randomly initialised model directory (HF layout)"}},
       {"inspect", {ds::cmd_inspect, "inspect CONFIG: exact total and trainable parameter counts per module"}},
       {"compare", {ds::cmd_compare, "compare CONFIG --methods lora,adapter_sharded,...: per-method communication table"}},
       {"comm-model", {ds::cmd_comm_model, "comm-model CONFIG --fabric F --grid dp=8,64,512: alpha-beta cost at scale"}},
