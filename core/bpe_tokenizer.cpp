@@ -1,5 +1,7 @@
 #include "core/bpe_tokenizer.h"
 
+#include "core/files.h"
+
 #include <algorithm>
 #include <cstring>
 #include <deque>
@@ -416,21 +418,6 @@ struct Reader {
 
 std::string in_quotes(const std::string& s) { return "'" + s + "'"; }
 
-std::string read_bytes(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw FileError(path + ": cannot open");
-  in.seekg(0, std::ios::end);
-  const std::streamoff size = in.tellg();
-  std::string bytes;
-  if (size > 0) {
-    bytes.resize(static_cast<size_t>(size));
-    in.seekg(0);
-    in.read(bytes.data(), size);
-    bytes.resize(static_cast<size_t>(in.gcount()));
-  }
-  if (in.bad()) throw FileError(path + ": cannot read");
-  return bytes;
-}
 
 // nlohmann's message without its "[json.exception.parse_error.101] " prefix.
 std::string json_message(const std::exception& e) {
@@ -691,7 +678,7 @@ std::vector<std::string> pretokenize(PreTokenizer pre, const std::string& text) 
 }
 
 BpeTokenizer read_bpe_tokenizer(const std::string& path) {
-  const std::string bytes = read_bytes(path);
+  const std::string bytes = read_file(path);  // names a directory, FIFO or missing file
   njson root;
   Captured captured;
   try {

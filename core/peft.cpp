@@ -24,6 +24,25 @@ int64_t adapter_bottleneck(const PeftConfig& cfg, int64_t d_model) {
   return std::max<int64_t>(m, 1);
 }
 
+void check_peft_fits(const PeftConfig& cfg, const ModelConfig& m, const std::string& file) {
+  if (cfg.method == PeftMethod::Lora) {
+    const int64_t kv = m.kv_heads() * m.head_dim();
+    for (const auto& t : cfg.targets) {
+      const int64_t in = t == "down" ? m.d_ff : m.d_model;
+      const int64_t out = t == "k" || t == "v" ? kv : t == "up" || t == "gate" ? m.d_ff : m.d_model;
+      if (cfg.r > std::min(in, out)) {
+        throw ConfigError(file + ": peft.r: " + std::to_string(cfg.r) + " exceeds the smaller side of target " + t +
+                          " (" + std::to_string(out) + " x " + std::to_string(in) + ")");
+      }
+    }
+  }
+  if ((cfg.method == PeftMethod::Adapter) && cfg.adapter_size == 0 && m.d_model / cfg.adapter_reduction == 0) {
+    throw ConfigError(file + ": peft.adapter_reduction: " + std::to_string(cfg.adapter_reduction) +
+                      " leaves a bottleneck of 0 for model.d_model " + std::to_string(m.d_model) +
+                      " (set peft.adapter_size)");
+  }
+}
+
 std::vector<std::pair<std::string, Linear>> target_layers(Block& b) {
   std::vector<std::pair<std::string, Linear>> out{{"q", b->attn->q}, {"k", b->attn->k}, {"v", b->attn->v},
                                                   {"o", b->attn->o}};

@@ -105,4 +105,10 @@ std::vector<std::pair<std::string, Linear>> lora_layers(Transformer& model);
 
 int64_t adapter_bottleneck(const PeftConfig& cfg, int64_t d_model);
 
+// Refuses a PEFT setup the model cannot hold, before anything is built: a LoRA rank above the
+// smaller side of a target matrix (the update would not be low-rank; its A or B would be
+// rank-deficient by construction) and an adapter bottleneck that rounds to 0. Messages start with
+// `file`.
+void check_peft_fits(const PeftConfig& cfg, const ModelConfig& model, const std::string& file);
+
 }  // namespace ds

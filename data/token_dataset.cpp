@@ -50,6 +50,8 @@ std::vector<std::string> expand_paths(const std::vector<std::string>& paths) {
         files.insert(files.end(), inside.begin(), inside.end());
       } else if (fs::is_regular_file(m, ec)) {
         files.push_back(m);
+      } else if (fs::exists(m, ec)) {
+        throw FileError(m + ": not a regular file (a FIFO, socket or device); data.path takes text files");
       } else {
         throw FileError(m + ": no such file or directory");
       }

@@ -74,4 +74,17 @@ inline RunConfig tiny_config(const std::string& method) {
   return c;
 }
 
+// The LLaMA family on the same sizes: RMSNorm, SwiGLU, rotary positions, no biases, 2 key/value heads.
+inline ModelConfig as_llama(ModelConfig c) {
+  c.layout = Layout::Llama;
+  c.norm = NormKind::RmsNorm;
+  c.activation = Activation::SwiGlu;
+  c.positions = Positions::Rope;
+  c.bias = false;
+  c.n_kv_head = 2;
+  c.tie_embeddings = false;
+  c.norm_eps = 1e-6;
+  return c;
+}
+
 }  // namespace ds::fixtures

@@ -10,6 +10,7 @@
 #include "core/hf_layout.h"
 #include "core/model_io.h"
 #include "core/peft_io.h"
+#include "test_helpers.h"
 
 using namespace ds;
 namespace fs = std::filesystem;
@@ -27,18 +28,7 @@ ModelConfig gpt2_config() {
   return c;
 }
 
-ModelConfig llama_config() {
-  ModelConfig c = gpt2_config();
-  c.layout = Layout::Llama;
-  c.norm = NormKind::RmsNorm;
-  c.activation = Activation::SwiGlu;
-  c.positions = Positions::Rope;
-  c.bias = false;
-  c.n_kv_head = 2;
-  c.tie_embeddings = false;
-  c.norm_eps = 1e-6;
-  return c;
-}
+ModelConfig llama_config() { return fixtures::as_llama(gpt2_config()); }
 
 std::string temp_dir(const std::string& name) {
   const std::string d = (fs::temp_directory_path() / ("deltashard_models_" + name)).string();

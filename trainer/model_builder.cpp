@@ -39,6 +39,9 @@ std::optional<BpeTokenizer> load_tokenizer(const RunConfig& cfg) {
     }
     return std::nullopt;
   }
+  if (is_directory(path)) {
+    throw ConfigError(cfg.file + ": data.tokenizer: " + path + " is a directory; give the tokenizer.json file in it");
+  }
   BpeTokenizer tok = read_bpe_tokenizer(path);
   if (tok.vocab_size() > vocab) {
     throw ConfigError(cfg.file + ": data.tokenizer: " + path + " has " + std::to_string(tok.vocab_size()) +

@@ -186,6 +186,7 @@ void resolve_run_config(RunConfig& cfg) {
     throw ConfigError(f + ": parallel.tp: " + std::to_string(cfg.parallel.tp) +
                       " does not divide the model's key/value heads " + std::to_string(m.kv_heads()));
   }
+  check_peft_fits(cfg.peft, m, f);
   for (const auto& [what, width] : {std::pair<const char*, int64_t>{"model.d_ff", m.d_ff}}) {
     if (width % cfg.parallel.tp != 0) {
       throw ConfigError(f + ": parallel.tp: " + std::to_string(cfg.parallel.tp) + " does not divide " + what + " " +

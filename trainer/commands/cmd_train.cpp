@@ -41,6 +41,10 @@ int cmd_train(int argc, char** argv) {
   if (!parse_args(argc, argv, desc, args, true, "deltashard train CONFIG [--set k=v] [--out DIR] [--resume DIR] [--json]")) return 0;
 
   RunConfig cfg = load_run_config(args.config, args.overrides);
+  if (cfg.peft.method == PeftMethod::None) {
+    throw ConfigError(cfg.file + ": peft.method: none trains nothing; train takes lora, adapter or full (eval and "
+                      "generate take none)");
+  }
   if (!out.empty()) cfg.checkpoint.dir = absolute_path(out);
   ProcessGrid grid = make_grid(grid_options(cfg));
   const LedgerScope whole_run(*grid.ledger);  // every collective of the run, for the closing totals

@@ -2,10 +2,13 @@
 // subcommand, and turns every error into one line and a non-zero exit on every rank.
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <thread>
 #include <cstring>
 #include <map>
 #include <string>
+
+#include <c10/util/Exception.h>
 
 #include "core/safetensors.h"
 #include "core/yaml_fields.h"
@@ -74,6 +77,18 @@ int main(int argc, char** argv) {
     code = ds::kExitComm;
   } catch (const std::bad_alloc&) {
     error = "out of memory (an allocation failed; try a smaller train.micro_batch or seq_len, or more ranks)";
+    code = ds::kExitOther;
+  } catch (const c10::Error& e) {
+    // LibTorch reports a failed allocation as an enforce failure with the byte count; say it plainly.
+    error = e.what();
+    const auto at = error.find("you tried to allocate ");
+    if (at != std::string::npos) {
+      const double bytes = std::strtod(error.c_str() + at + 22, nullptr);
+      char gib[32];
+      std::snprintf(gib, sizeof gib, "%.1f", bytes / (1024.0 * 1024.0 * 1024.0));
+      error = std::string("out of memory: an allocation of ") + gib +
+              " GiB failed (the model sizes, train.micro_batch or train.seq_len are too large for this machine)";
+    }
     code = ds::kExitOther;
   } catch (const std::exception& e) {
     error = e.what();
