@@ -8,6 +8,9 @@
 #include "core/dir_layout.h"
 #include "trainer/checkpoint.h"
 #include "trainer/device_stats.h"
+#include "trainer/manifest.h"
+#include "trainer/stop_signals.h"
+#include "core/fault.h"
 
 namespace ds {
 
@@ -45,10 +48,10 @@ Trainer::Trainer(RunConfig cfg, ProcessGrid& grid, const TrainerOptions& options
 
   std::string ckpt;
   if (!options.resume.empty()) {
-    ckpt = resolve_checkpoint(options.resume);
+    ckpt = open_checkpoint(options.resume);
     const CheckpointState st = read_checkpoint_state(ckpt);
     check_checkpoint_matches(st, cfg_, ckpt);
-    load_trainable(ckpt);
+    ds::load_trainable(built_.model, cfg_, ckpt, /*verified=*/true);
     step_ = st.step;
   }
   for (auto& item : built_.model->named_parameters()) {
@@ -56,6 +59,9 @@ Trainer::Trainer(RunConfig cfg, ProcessGrid& grid, const TrainerOptions& options
   }
   GradSyncOptions so{cfg_.parallel.bucket_mb, cfg_.parallel.overlap_grad_sync, cfg_.parallel.zero};
   sync_ = std::make_unique<GradSync>(trainable_, collect_param_shards(*built_.model), grid_, so);
+  // Only an fp16 base on CUDA computes in fp16 (on the CPU fp16 is upcast layer by layer); its
+  // small gradients need the loss scaled up so they do not flush to zero.
+  scaler_ = LossScaler::make(cfg_.model.dtype == DType::Fp16 && cfg_.train.device == Device::Cuda);
   opt_ = std::make_unique<FlatAdamW>(sync_->optim_shards(), AdamWOptions{t.beta1, t.beta2, t.eps, t.weight_decay});
   if (!ckpt.empty()) load_optimizer_state(*this, ckpt);
   time_phases_ = options.time_phases;
@@ -107,6 +113,7 @@ std::vector<Batch> Trainer::batches_for(int64_t step) const {
 
 StepResult Trainer::step() {
   const auto& t = cfg_.train;
+  if (fault_arg("step.wait_signal") == step_ + 1) wait_for_stop_signal();
   Ledger& ledger = *grid_.ledger;
   LedgerScope scope(ledger);
   const auto t0 = std::chrono::steady_clock::now();
@@ -158,10 +165,11 @@ StepResult Trainer::step() {
     } else {
       loss = lm_loss(built_.model->forward(batch.x), batch.y) / static_cast<double>(t.grad_accum);
     }
+    if (grid_.world_rank == 0 && fault_arg("step.nan") == step_ + 1) loss = loss * std::nan("");
     if (f) f->stop();
     ledger.set_phase("bwd");
     PhaseTimer* b = timer(bwd);
-    loss.backward();
+    (scaler_.enabled ? loss * scaler_.scale : loss).backward();
     if (b) b->stop();
     loss_sum += loss.detach().to(torch::kDouble);
   }
@@ -176,17 +184,43 @@ StepResult Trainer::step() {
   sync_->sync();
   StepResult r;
   r.step = step_;
-  if (t.grad_clip > 0) {
-    r.grad_norm = std::sqrt(sync_->grad_norm_sq());
-    if (r.grad_norm > t.grad_clip) {
+  // One small world all-reduce per step carries what every rank must agree on before the update:
+  // a stop signal, a non-finite local loss, and the squared gradient norm (NaN when any is).
+  const double local_loss = loss_sum.item<double>();
+  torch::Tensor control = torch::tensor({stop_signal() != 0 ? 1.0 : 0.0, std::isfinite(local_loss) ? 0.0 : 1.0,
+                                         sync_->local_grad_norm_sq()}, torch::kDouble);
+  ledger.set_phase("control");
+  grid_.world->all_reduce(control, ReduceOp::Sum, "world.control");
+  ledger.set_phase("step");
+  const double norm_sq = control[2].item<double>() * scaler_.inverse() * scaler_.inverse();
+  r.stop = control[0].item<double>() > 0;
+  r.grad_norm = std::sqrt(norm_sq);
+  r.lr = lr_at(step_, t.steps, t.warmup_steps, t.lr, t.min_lr_ratio);
+  const bool overflow = scaler_.enabled && control[1].item<double>() == 0 && !std::isfinite(norm_sq);
+  if (overflow) {
+    scaler_.update(false);  // fp16 gradients overflowed at this scale: skip, lower it, go on
+  } else if (control[1].item<double>() > 0 || !std::isfinite(norm_sq)) {
+    r.skipped = true;
+    ++skipped_total_;
+    ++skipped_in_row_;
+    r.fatal = t.nonfinite == NonFinite::Stop || skipped_in_row_ > t.max_skipped;
+  } else {
+    skipped_in_row_ = 0;
+    if (scaler_.enabled) {
+      for (auto& sh : sync_->optim_shards()) sh.grad.mul_(scaler_.inverse());
+      scaler_.update(true);
+    }
+    if (t.grad_clip > 0 && r.grad_norm > t.grad_clip) {
       const double scale = t.grad_clip / (r.grad_norm + 1e-6);
       for (auto& s : sync_->optim_shards()) s.grad.mul_(scale);
     }
+    auto shards = sync_->optim_shards();
+    opt_->step(shards, r.lr);
+    sync_->after_step();
   }
-  r.lr = lr_at(step_, t.steps, t.warmup_steps, t.lr, t.min_lr_ratio);
-  auto shards = sync_->optim_shards();
-  opt_->step(shards, r.lr);
-  sync_->after_step();
+  r.skipped_steps = skipped_total_;
+  r.scaler_skips = scaler_.skips;
+  r.loss_scale = scaler_.scale;
   if (u) u->stop();
   for (auto& x : fwd) r.forward_ms += x->ms();
   for (auto& x : bwd) r.backward_ms += x->ms();
@@ -199,7 +233,7 @@ StepResult Trainer::step() {
   r.counted = sft_ ? global_counted : r.tokens;
   r.ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   r.comm = scope.records();
-  ++step_;
+  if (!r.fatal) ++step_;  // a fatal step leaves the last good state at step_ for the checkpoint
   return r;
 }
 

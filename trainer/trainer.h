@@ -13,6 +13,7 @@
 #include "dist/process_grid.h"
 #include "trainer/adamw.h"
 #include "trainer/model_builder.h"
+#include "trainer/loss_scaler.h"
 #include "trainer/run_config.h"
 
 namespace ds {
@@ -20,7 +21,18 @@ namespace ds {
 struct StepResult {
   int64_t step = 0;
   double loss = 0;       // mean over the global batch's tokens
-  double grad_norm = 0;  // before clipping (0 when clipping is off)
+  double grad_norm = 0;  // before clipping
+  // From the step's control all-reduce, alike on every rank: a stop signal reached some rank;
+  // the loss or gradient norm was NaN or Inf, so the optimizer step was skipped; and with
+  // `fatal`, past train.max_skipped (or under train.nonfinite: stop) the run must end.
+  bool stop = false;
+  bool skipped = false;
+  bool fatal = false;
+  int64_t skipped_steps = 0;  // skipped so far in this process
+  // fp16 base on CUDA: steps skipped by the loss scaler for overflowing gradients (apart from
+  // skipped_steps, not counted against train.max_skipped), and the scale after this step.
+  int64_t scaler_skips = 0;
+  double loss_scale = 1.0;
   double lr = 0;
   double ms = 0;         // this rank's wall time of the step
   int64_t tokens = 0;    // global: every rank's tokens of this step
@@ -84,6 +96,8 @@ class Trainer {
   int64_t next_step_ = -1;
   int64_t step_ = 0;
   bool time_phases_ = false;
+  int64_t skipped_total_ = 0, skipped_in_row_ = 0;
+  LossScaler scaler_;
 };
 
 // Held-out loss of `model` on `data`'s evaluation windows (train.eval_windows of them, split over
