@@ -15,7 +15,7 @@
 #include "core/files.h"
 #include "core/hf_layout.h"
 #include "core/safetensors.h"
-#include "core/token_dataset.h"
+#include "data/token_dataset.h"
 #include "dist/process_grid.h"
 #include "test_helpers.h"
 #include "trainer/checkpoint.h"

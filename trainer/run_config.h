@@ -11,7 +11,7 @@
 #include "core/dtype.h"
 #include "core/model_config.h"
 #include "core/peft.h"
-#include "core/token_dataset.h"
+#include "data/token_dataset.h"
 #include "dist/process_grid.h"
 
 namespace ds {
@@ -35,6 +35,7 @@ inline const std::vector<std::string>& stop_signal_names() {
 
 struct TrainOptions {
   int64_t steps = 200;
+  double epochs = 0;  // > 0: steps from the data (data.format jsonl): passes over the training sequences
   int64_t micro_batch = 8;
   int64_t grad_accum = 1;
   int64_t seq_len = 128;
@@ -60,6 +61,7 @@ template <class V>
 void describe(V& v, TrainOptions& t) {
   const int64_t big = int64_t{1} << 40;
   v("steps", t.steps, 0, big);
+  v("epochs", t.epochs, 0.0, 1e6);
   v("micro_batch", t.micro_batch, 1, 1 << 20);
   v("grad_accum", t.grad_accum, 1, 1 << 20);
   v("seq_len", t.seq_len, 1, 1 << 24);

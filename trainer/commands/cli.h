@@ -47,6 +47,7 @@ int cmd_comm_model(int argc, char** argv);
 int cmd_select(int argc, char** argv);
 int cmd_generate(int argc, char** argv);
 int cmd_tokenize(int argc, char** argv);
+int cmd_data(int argc, char** argv);
 int cmd_export_peft(int argc, char** argv);
 int cmd_import_peft(int argc, char** argv);
 int cmd_bench_latency(int argc, char** argv);

@@ -36,12 +36,14 @@ int cmd_eval(int argc, char** argv) {
   if (merged) {
     for (auto& [name, layer] : lora_layers(b.model)) layer->merge();
   }
-  const TokenDataset data = load_dataset(cfg, b.tokenizer);
-  const EvalResult e = evaluate_model(b.model, data, cfg.train, grid, b.device);
+  const EvalResult e = cfg.data.format == DataFormat::Jsonl
+                           ? evaluate_model(b.model, load_sft_dataset(cfg, b.tokenizer), cfg.train, grid, b.device)
+                           : evaluate_model(b.model, load_dataset(cfg, b.tokenizer), cfg.train, grid, b.device);
   Json j = Json::object();
   j["eval_loss"] = e.loss;
   j["perplexity"] = e.perplexity;
   j["eval_tokens"] = e.tokens;
+  if (cfg.data.format == DataFormat::Jsonl) j["counted_tokens"] = e.tokens;
   j["merged"] = merged;
   j["dtype"] = enum_name(cfg.model.dtype);
   j["device"] = enum_name(cfg.train.device);

@@ -33,6 +33,7 @@ Json step_record(const StepResult& r) {
   }
   j["step_ms"] = r.ms;
   j["tokens"] = r.tokens;
+  j["counted_tokens"] = r.counted;
   j["comm"] = comm_json(r.comm);
   return j;
 }
@@ -100,10 +101,20 @@ int cmd_train(int argc, char** argv) {
                 enum_name(s.config().train.device), grid.world_size, grid.dp, grid.tp,
                 human_count(rep.trainable_params).c_str(), human_count(rep.total_params).c_str(),
                 100.0 * rep.trainable_params / std::max<int64_t>(1, rep.total_params));
-    std::printf("data: %zu files, %s train / %s held-out tokens | global batch %lld x %lld tokens\n",
-                s.data().files().size(), human_count(s.data().train_tokens()).c_str(),
-                human_count(s.data().val_tokens()).c_str(),
-                static_cast<long long>(t.micro_batch * grid.dp * t.grad_accum), static_cast<long long>(t.seq_len));
+    if (const SftDataset* d = s.sft()) {
+      const SftStats& st = d->stats();
+      std::printf("data: %zu files, %lld examples (%lld held out), %lld tokens, %lld counted, %lld dropped, %lld "
+                  "truncated | global batch %lld x %lld tokens\n",
+                  d->files().size(), static_cast<long long>(st.examples), static_cast<long long>(st.val_examples),
+                  static_cast<long long>(st.tokens), static_cast<long long>(st.counted),
+                  static_cast<long long>(st.dropped), static_cast<long long>(st.truncated),
+                  static_cast<long long>(t.micro_batch * grid.dp * t.grad_accum), static_cast<long long>(t.seq_len));
+    } else {
+      std::printf("data: %zu files, %s train / %s held-out tokens | global batch %lld x %lld tokens\n",
+                  s.data().files().size(), human_count(s.data().train_tokens()).c_str(),
+                  human_count(s.data().val_tokens()).c_str(),
+                  static_cast<long long>(t.micro_batch * grid.dp * t.grad_accum), static_cast<long long>(t.seq_len));
+    }
     std::fflush(stdout);
   }
 

@@ -36,6 +36,7 @@ const std::map<std::string, Command>& commands() {
       {"export-peft", {ds::cmd_export_peft, "export-peft --checkpoint DIR --out DIR: LoRA as a Hugging Face PEFT adapter"}},
       {"import-peft", {ds::cmd_import_peft, "import-peft CONFIG --adapter DIR --out DIR: a PEFT adapter as a checkpoint"}},
       {"generate", {ds::cmd_generate, "generate --model DIR [--checkpoint DIR] --prompt TEXT: continue a prompt (KV cache)"}},
+      {"data", {ds::cmd_data, "data CONFIG [--show N]: JSONL examples rendered with masks, and their exact counts"}},
       {"tokenize", {ds::cmd_tokenize, "tokenize --tokenizer FILE --text TEXT: byte-level BPE ids (or --decode ids)"}},
       {"select", {ds::cmd_select, "select --teacher DIR --student SIZES --out DIR: initialise a small model from a large one"}},
       {"bench", {ds::cmd_bench, "bench latency|comm|step: measurements recorded in docs/"}},
