@@ -2,6 +2,7 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 
+#include <random>
 #include <stdexcept>
 
 #include "core/files.h"
@@ -44,23 +45,18 @@ std::map<std::string, InitRule> init_rules(torch::nn::Module& model) {
   return out;
 }
 
-namespace {
-uint64_t splitmix64(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ull;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-  return x ^ (x >> 31);
-}
-}  // namespace
-
 uint64_t tensor_seed(uint64_t seed, const std::string& name) {
-  uint64_t h = 1469598103934665603ull;  // FNV-1a
+  uint64_t h = 1469598103934665603ull;  // FNV-1a of the name
   for (unsigned char c : name) {
     h ^= c;
     h *= 1099511628211ull;
   }
-  const uint64_t s = splitmix64(seed ^ splitmix64(h));
-  return (s ^ (s >> 32)) & 0xffffffffull;
+  // std::seed_seq's mixing is specified by the standard, so the seed is the same everywhere.
+  std::seed_seq mix{static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32), static_cast<uint32_t>(h),
+                    static_cast<uint32_t>(h >> 32)};
+  uint32_t out = 0;
+  mix.generate(&out, &out + 1);
+  return out;
 }
 
 torch::Tensor init_tensor(const std::string& name, const std::vector<int64_t>& shape, const InitRule& rule,
