@@ -32,15 +32,40 @@ std::optional<Marker> read_marker(const std::string& dir) {
       m.files.push_back(name);
     }
   }
+  if (f.has("sizes")) {
+    if (!f.at("sizes").is_object()) f.fail("sizes", "expected an object of file names");
+    for (const auto& kv : f.at("sizes").items()) {
+      if (!kv.value().is_number_integer() || kv.value().get<int64_t>() < 0) f.fail("sizes." + kv.key(), "expected a byte count");
+      m.sizes[kv.key()] = kv.value().get<int64_t>();
+    }
+  }
+  if (f.has("xxh64")) {
+    if (!f.at("xxh64").is_object()) f.fail("xxh64", "expected an object of file names");
+    for (const auto& kv : f.at("xxh64").items()) {
+      if (!kv.value().is_string() || kv.value().get<std::string>().size() != 16) {
+        f.fail("xxh64." + kv.key(), "expected 16 hex digits");
+      }
+      m.xxh64[kv.key()] = kv.value().get<std::string>();
+    }
+  }
   return m;
 }
 
-void write_marker(const std::string& dir, DirKind kind, const std::vector<std::string>& files) {
+void write_marker(const std::string& dir, const Marker& m) {
   Json j = Json::object();
-  j["kind"] = enum_name(kind);
+  j["kind"] = enum_name(m.kind);
   j["format_version"] = kFormatVersion;
-  j["files"] = files;
+  j["files"] = m.files;
+  if (!m.sizes.empty()) j["sizes"] = m.sizes;
+  if (!m.xxh64.empty()) j["xxh64"] = m.xxh64;
   write_file_atomic(dir + "/" + kMarkerName, json_pretty(j));
+}
+
+void write_marker(const std::string& dir, DirKind kind, const std::vector<std::string>& files) {
+  Marker m;
+  m.kind = kind;
+  m.files = files;
+  write_marker(dir, m);
 }
 
 std::optional<Marker> claim_output_dir(const std::string& dir, DirKind kind, const std::string& option) {
@@ -52,7 +77,12 @@ std::optional<Marker> claim_output_dir(const std::string& dir, DirKind kind, con
   if (!is_directory(dir)) throw UsageError(what + ": exists and is not a directory; refusing to overwrite it");
   std::optional<Marker> m = read_marker(dir);
   if (!m) {
-    if (list_dir(dir).empty()) return std::nullopt;
+    // Empty but for our marker's temporary file: a crash while claiming it.
+    bool empty = true;
+    for (const auto& name : list_dir(dir)) {
+      if (name.rfind(std::string(kMarkerName) + ".tmp.", 0) != 0) empty = false;
+    }
+    if (empty) return std::nullopt;
     throw UsageError(what + ": exists and was not written by DeltaShard (no " + std::string(kMarkerName) +
                      "); refusing to overwrite it: choose a new or empty directory");
   }

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -31,11 +32,16 @@ struct Marker {
   DirKind kind = DirKind::Model;
   int format_version = kFormatVersion;
   std::vector<std::string> files;  // what the directory holds besides the marker
+  // The manifest of a checkpoint: each file's size and xxHash64 (16 hex digits), by name, so a
+  // reader can tell a truncated or altered file from a good one (trainer/manifest.h).
+  std::map<std::string, int64_t> sizes;
+  std::map<std::string, std::string> xxh64;
 };
 
 // nullopt when `dir` has no marker; FileError when it has one that cannot be read.
 std::optional<Marker> read_marker(const std::string& dir);
 void write_marker(const std::string& dir, DirKind kind, const std::vector<std::string>& files = {});
+void write_marker(const std::string& dir, const Marker& marker);
 
 // Makes `dir` ready to receive an output of `kind`: creates it (and its parents) when absent,
 // takes it when it is an empty directory or carries our marker of the same kind; otherwise a

@@ -41,6 +41,7 @@ std::vector<int64_t> generate(Transformer& model, const std::vector<int64_t>& pr
       next = torch::multinomial(torch::softmax(last, 0), 1, false, gen).item<int64_t>();
     }
     out.push_back(next);
+    if (next == opt.stop_id) break;
     if (i + 1 < opt.max_new_tokens) logits = model->forward(torch::full({1, 1}, next, ids), &cache);
   }
   return out;

@@ -16,6 +16,7 @@ struct SamplingOptions {
   double temperature = 1.0;
   int64_t top_k = 0;  // 0: the whole vocabulary
   uint64_t seed = 0;
+  int64_t stop_id = -1;  // generation ends after this token (a chat template's end of a response)
 };
 
 // The new token ids (not the prompt). Throws std::invalid_argument when the prompt is empty,

@@ -213,45 +213,61 @@ std::map<std::string, torch::Tensor> from_hf(const std::map<std::string, torch::
   return out;
 }
 
-NamedTensors to_hf(const NamedTensors& ours, const ModelConfig& c) {
-  std::map<std::string, torch::Tensor> m(ours.begin(), ours.end());
-  auto t = [&](const std::string& n) { return take(m, n, "model"); };
-  NamedTensors out;
+std::vector<LayoutTensor> hf_layout_tensors(const ModelConfig& c) {
+  using Ts = std::vector<torch::Tensor>;
+  const auto same = [](const Ts& t) { return t[0]; };
+  // Conv1D stores [in, out]: ours transposed.
+  const auto conv1d = [](const Ts& t) { return t[0].t().contiguous(); };
+  const auto fuse = [](const Ts& t) { return torch::cat(t, 0); };
+  const auto fuse_conv1d = [](const Ts& t) { return torch::cat(t, 0).t().contiguous(); };
+  std::vector<LayoutTensor> out;
+  auto add = [&](std::string name, std::vector<std::string> sources,
+                 std::function<torch::Tensor(const Ts&)> make) {
+    out.push_back({std::move(name), std::move(sources), std::move(make)});
+  };
   if (c.layout == Layout::Gpt2) {
     const std::string p = "transformer.";
-    out.emplace_back(p + "wte.weight", t("wte.weight"));
-    out.emplace_back(p + "wpe.weight", t("wpe.weight"));
+    add(p + "wte.weight", {"wte.weight"}, same);
+    add(p + "wpe.weight", {"wpe.weight"}, same);
     for (int64_t i = 0; i < c.n_layer; ++i) {
       const std::string h = p + "h." + std::to_string(i) + ".", b = "blocks." + std::to_string(i) + ".";
-      out.emplace_back(h + "ln_1.weight", t(b + "ln1.weight"));
-      out.emplace_back(h + "ln_1.bias", t(b + "ln1.bias"));
-      out.emplace_back(h + "attn.c_attn.weight",
-                       torch::cat({t(b + "attn.q.weight"), t(b + "attn.k.weight"), t(b + "attn.v.weight")}, 0)
-                           .t()
-                           .contiguous());
-      out.emplace_back(h + "attn.c_attn.bias",
-                       torch::cat({t(b + "attn.q.bias"), t(b + "attn.k.bias"), t(b + "attn.v.bias")}, 0));
-      out.emplace_back(h + "attn.c_proj.weight", t(b + "attn.o.weight").t().contiguous());
-      out.emplace_back(h + "attn.c_proj.bias", t(b + "attn.o.bias"));
-      out.emplace_back(h + "ln_2.weight", t(b + "ln2.weight"));
-      out.emplace_back(h + "ln_2.bias", t(b + "ln2.bias"));
-      out.emplace_back(h + "mlp.c_fc.weight", t(b + "mlp.up.weight").t().contiguous());
-      out.emplace_back(h + "mlp.c_fc.bias", t(b + "mlp.up.bias"));
-      out.emplace_back(h + "mlp.c_proj.weight", t(b + "mlp.down.weight").t().contiguous());
-      out.emplace_back(h + "mlp.c_proj.bias", t(b + "mlp.down.bias"));
+      add(h + "ln_1.weight", {b + "ln1.weight"}, same);
+      add(h + "ln_1.bias", {b + "ln1.bias"}, same);
+      add(h + "attn.c_attn.weight", {b + "attn.q.weight", b + "attn.k.weight", b + "attn.v.weight"}, fuse_conv1d);
+      add(h + "attn.c_attn.bias", {b + "attn.q.bias", b + "attn.k.bias", b + "attn.v.bias"}, fuse);
+      add(h + "attn.c_proj.weight", {b + "attn.o.weight"}, conv1d);
+      add(h + "attn.c_proj.bias", {b + "attn.o.bias"}, same);
+      add(h + "ln_2.weight", {b + "ln2.weight"}, same);
+      add(h + "ln_2.bias", {b + "ln2.bias"}, same);
+      add(h + "mlp.c_fc.weight", {b + "mlp.up.weight"}, conv1d);
+      add(h + "mlp.c_fc.bias", {b + "mlp.up.bias"}, same);
+      add(h + "mlp.c_proj.weight", {b + "mlp.down.weight"}, conv1d);
+      add(h + "mlp.c_proj.bias", {b + "mlp.down.bias"}, same);
     }
-    out.emplace_back(p + "ln_f.weight", t("ln_f.weight"));
-    out.emplace_back(p + "ln_f.bias", t("ln_f.bias"));
-    if (!c.tie_embeddings) out.emplace_back("lm_head.weight", t("lm_head.weight"));
-    return out;
+    add(p + "ln_f.weight", {"ln_f.weight"}, same);
+    add(p + "ln_f.bias", {"ln_f.bias"}, same);
+  } else if (c.layout == Layout::Llama) {
+    add("model.embed_tokens.weight", {"wte.weight"}, same);
+    for (int64_t i = 0; i < c.n_layer; ++i) {
+      const std::string h = "model.layers." + std::to_string(i) + ".", b = "blocks." + std::to_string(i) + ".";
+      for (const auto& [o, theirs] : llama_layer_names()) add(h + theirs, {b + o}, same);
+    }
+    add("model.norm.weight", {"ln_f.weight"}, same);
+  } else {
+    throw std::invalid_argument("hf_layout_tensors: the deltashard layout is not a Hugging Face layout");
   }
-  out.emplace_back("model.embed_tokens.weight", t("wte.weight"));
-  for (int64_t i = 0; i < c.n_layer; ++i) {
-    const std::string h = "model.layers." + std::to_string(i) + ".", b = "blocks." + std::to_string(i) + ".";
-    for (const auto& [o, theirs] : llama_layer_names()) out.emplace_back(h + theirs, t(b + o));
+  if (!c.tie_embeddings) add("lm_head.weight", {"lm_head.weight"}, same);
+  return out;
+}
+
+NamedTensors to_hf(const NamedTensors& ours, const ModelConfig& c) {
+  const std::map<std::string, torch::Tensor> m(ours.begin(), ours.end());
+  NamedTensors out;
+  for (const auto& lt : hf_layout_tensors(c)) {
+    std::vector<torch::Tensor> src;
+    for (const auto& s : lt.sources) src.push_back(take(m, s, "model"));
+    out.emplace_back(lt.name, lt.make(src));
   }
-  out.emplace_back("model.norm.weight", t("ln_f.weight"));
-  if (!c.tie_embeddings) out.emplace_back("lm_head.weight", t("lm_head.weight"));
   return out;
 }
 

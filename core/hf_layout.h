@@ -6,8 +6,10 @@
 // Config translation both ways; tensors are renamed, split/fused and transposed, never rescaled.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <string>
+#include <vector>
 
 #include "core/json.h"
 #include "core/model_config.h"
@@ -29,8 +31,18 @@ Json hf_config_json(const ModelConfig& cfg);
 // and the HF name.
 std::map<std::string, torch::Tensor> from_hf(const std::map<std::string, torch::Tensor>& hf, const ModelConfig& cfg,
                                              const std::string& source);
-// DeltaShard base tensors -> HF names and layout (GPT-2 with the "transformer." prefix; the tied
-// head is not written).
+// One tensor of a layout's files and how it is made from DeltaShard's tensors (renamed, fused along
+// a dimension, transposed; never rescaled): make(sources) in the order `sources` names them.
+struct LayoutTensor {
+  std::string name;
+  std::vector<std::string> sources;  // DeltaShard parameter names
+  std::function<torch::Tensor(const std::vector<torch::Tensor>&)> make;
+};
+// Every tensor of cfg.layout's files (gpt2 or llama), in file order: GPT-2 with the
+// "transformer." prefix and without the tied head. One entry needs at most one layer's tensors
+// (GPT-2's c_attn fuses q, k, v), so a writer can make them one at a time.
+std::vector<LayoutTensor> hf_layout_tensors(const ModelConfig& cfg);
+// DeltaShard base tensors -> HF names and layout: hf_layout_tensors applied to all of them.
 NamedTensors to_hf(const NamedTensors& ours, const ModelConfig& cfg);
 
 // The HF module path of a DeltaShard LoRA-able layer "blocks.N.attn.q" (for PEFT adapter files):

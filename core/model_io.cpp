@@ -4,6 +4,7 @@
 
 #include <cstdio>
 #include <fstream>
+#include <set>
 #include <sstream>
 
 #include "core/dir_layout.h"
@@ -78,11 +79,64 @@ std::string tokenizer_in(const std::string& dir) {
   return !dir.empty() && is_regular_file(path) ? path : "";
 }
 
+ModelFiles layout_files(const ModelConfig& cfg, const NamedTensors& ours,
+                        std::function<torch::Tensor(const std::string&)> fetch) {
+  std::vector<LayoutTensor> lts;
+  if (cfg.layout == Layout::DeltaShard) {
+    for (const auto& nt : ours) lts.push_back({nt.first, {nt.first}, [](const std::vector<torch::Tensor>& t) { return t[0]; }});
+  } else {
+    lts = hf_layout_tensors(cfg);
+  }
+  // Names, types and shapes: the layout's operations run on meta tensors.
+  std::map<std::string, torch::Tensor> meta;
+  for (const auto& [name, t] : ours) meta[name] = torch::empty(t.sizes(), t.options().device(torch::kMeta));
+  ModelFiles out;
+  for (const auto& lt : lts) {
+    std::vector<torch::Tensor> src;
+    for (const auto& s : lt.sources) {
+      auto it = meta.find(s);
+      if (it == meta.end()) throw FileError("model: missing tensor '" + s + "' for '" + lt.name + "'");
+      src.push_back(it->second);
+    }
+    const torch::Tensor t = lt.make(src);
+    out.tensors.push_back({lt.name, t.scalar_type(), t.sizes().vec()});
+  }
+  out.make = [lts = std::move(lts), fetch = std::move(fetch)](size_t i) {
+    std::vector<torch::Tensor> src;
+    for (const auto& s : lts.at(i).sources) src.push_back(fetch(s));
+    return lts[i].make(src);
+  };
+  return out;
+}
+
+std::vector<std::vector<size_t>> plan_shards(const std::vector<SafetensorsEntry>& tensors, int64_t shard_bytes) {
+  int64_t total = 0;
+  for (const auto& e : tensors) total += e.nbytes();
+  std::vector<std::vector<size_t>> shards(1);
+  int64_t in_shard = 0;
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const int64_t b = tensors[i].nbytes();
+    if (shard_bytes > 0 && total > shard_bytes && in_shard > 0 && in_shard + b > shard_bytes) {
+      shards.emplace_back();
+      in_shard = 0;
+    }
+    shards.back().push_back(i);
+    in_shard += b;
+  }
+  return shards;
+}
+
 std::vector<std::string> write_model_files(const std::string& dir, const ModelConfig& cfg, const NamedTensors& tensors,
+                                           int64_t shard_bytes, const std::string& tokenizer_from) {
+  const std::map<std::string, torch::Tensor> by_name(tensors.begin(), tensors.end());
+  const ModelFiles files = layout_files(cfg, tensors, [&by_name](const std::string& n) { return by_name.at(n); });
+  return write_model_files(dir, cfg, files, shard_bytes, tokenizer_from);
+}
+
+std::vector<std::string> write_model_files(const std::string& dir, const ModelConfig& cfg, const ModelFiles& files,
                                            int64_t shard_bytes, const std::string& tokenizer_from) {
   std::vector<std::string> written;
   Json c;
-  NamedTensors out = tensors;
   if (cfg.layout == Layout::DeltaShard) {
     c = Json::object();
     c["model_type"] = "deltashard-gpt";
@@ -90,33 +144,33 @@ std::vector<std::string> write_model_files(const std::string& dir, const ModelCo
     describe_architecture(w, const_cast<ModelConfig&>(cfg));
   } else {
     c = hf_config_json(cfg);
-    out = to_hf(tensors, cfg);
+    // The type the weights are stored in, when they share one (transformers' torch_dtype).
+    std::set<torch::ScalarType> types;
+    for (const auto& e : files.tensors) types.insert(e.dtype);
+    if (types == std::set<torch::ScalarType>{torch::kBFloat16}) c["torch_dtype"] = "bfloat16";
+    if (types == std::set<torch::ScalarType>{torch::kFloat16}) c["torch_dtype"] = "float16";
   }
   int64_t total = 0;
-  for (const auto& nt : out) total += nt.second.numel() * nt.second.element_size();
-  if (shard_bytes <= 0 || total <= shard_bytes) {
-    write_safetensors(dir + "/model.safetensors", out, {{"format", "pt"}});
-    written.push_back("model.safetensors");
+  for (const auto& e : files.tensors) total += e.nbytes();
+  const std::vector<std::vector<size_t>> shards = plan_shards(files.tensors, shard_bytes);
+  auto write_file = [&](const std::string& name, const std::vector<size_t>& which) {
+    std::vector<SafetensorsEntry> entries;
+    for (size_t i : which) entries.push_back(files.tensors[i]);
+    SafetensorsWriter w(dir + "/" + name, std::move(entries), {{"format", "pt"}});
+    for (size_t i : which) w.add(files.make(i));
+    w.finish();
+    written.push_back(name);
+  };
+  if (shards.size() == 1) {
+    write_file("model.safetensors", shards[0]);
   } else {
     // Hugging Face's sharded layout: model-0000i-of-0000N.safetensors and an index.
-    std::vector<NamedTensors> shards(1);
-    int64_t in_shard = 0;
-    for (const auto& nt : out) {
-      const int64_t b = nt.second.numel() * nt.second.element_size();
-      if (in_shard > 0 && in_shard + b > shard_bytes) {
-        shards.emplace_back();
-        in_shard = 0;
-      }
-      shards.back().push_back(nt);
-      in_shard += b;
-    }
     Json map = Json::object();
     for (size_t i = 0; i < shards.size(); ++i) {
       char name[64];
       std::snprintf(name, sizeof name, "model-%05zu-of-%05zu.safetensors", i + 1, shards.size());
-      write_safetensors(dir + "/" + name, shards[i], {{"format", "pt"}});
-      written.push_back(name);
-      for (const auto& nt : shards[i]) map[nt.first] = std::string(name);
+      write_file(name, shards[i]);
+      for (size_t t : shards[i]) map[files.tensors[t].name] = std::string(name);
     }
     Json index = Json::object();
     Json meta = Json::object();
@@ -143,12 +197,19 @@ std::vector<std::string> write_model_files(const std::string& dir, const ModelCo
 
 void save_model_dir(const std::string& dir, const ModelConfig& cfg, const NamedTensors& tensors, int64_t shard_bytes,
                     const std::string& tokenizer_from, const std::string& option) {
+  const std::map<std::string, torch::Tensor> by_name(tensors.begin(), tensors.end());
+  save_model_dir(dir, cfg, layout_files(cfg, tensors, [&by_name](const std::string& n) { return by_name.at(n); }),
+                 shard_bytes, tokenizer_from, option);
+}
+
+void save_model_dir(const std::string& dir, const ModelConfig& cfg, const ModelFiles& files, int64_t shard_bytes,
+                    const std::string& tokenizer_from, const std::string& option) {
   if (!tokenizer_from.empty() && absolute_path(tokenizer_from) == absolute_path(dir)) {
     throw UsageError(option + " " + dir + ": is the model being read; write to another directory");
   }
   if (const auto old = claim_output_dir(dir, DirKind::Model, option)) clear_marked_dir(dir, *old);
-  const std::vector<std::string> files = write_model_files(dir, cfg, tensors, shard_bytes, tokenizer_from);
-  write_marker(dir, DirKind::Model, files);
+  const std::vector<std::string> written = write_model_files(dir, cfg, files, shard_bytes, tokenizer_from);
+  write_marker(dir, DirKind::Model, written);
 }
 
 NamedTensors base_tensors(Transformer& model) {

@@ -15,6 +15,22 @@
 namespace ds {
 
 ModelConfig read_model_config(const std::string& dir);
+
+// The weight tensors of a model directory in cfg.layout, planned before any is made: `tensors`
+// (names in the layout, dtypes, shapes) in file order, and make(i), which builds tensor i when its
+// turn comes, so a writer holds one of them at a time (one layer's sources for GPT-2's fused c_attn).
+struct ModelFiles {
+  std::vector<SafetensorsEntry> tensors;
+  std::function<torch::Tensor(size_t)> make;
+};
+// The files of a model whose DeltaShard base tensors are `ours` (names, types and shapes, in model
+// order: meta tensors will do), making each file tensor from the tensors `fetch` returns by
+// DeltaShard name: renamed, fused and transposed as cfg.layout says (core/hf_layout.h).
+ModelFiles layout_files(const ModelConfig& cfg, const NamedTensors& ours,
+                        std::function<torch::Tensor(const std::string&)> fetch);
+// Which planned tensors go in which file: one file when `shard_bytes` <= 0 or everything fits,
+// else consecutive runs of at most `shard_bytes` (a larger tensor alone), as Hugging Face shards.
+std::vector<std::vector<size_t>> plan_shards(const std::vector<SafetensorsEntry>& tensors, int64_t shard_bytes);
 // Writes config.json and the weights in cfg.layout into `dir`; `tensors` are full (unsharded) base
 // weights with DeltaShard names. Above `shard_bytes` (> 0) the weights are split into HF-style
 // shards. The tokenizer files of the model directory `tokenizer_from` (tokenizer.json, vocab.json,
@@ -22,11 +38,16 @@ ModelConfig read_model_config(const std::string& dir);
 // a converted, merged or selected model keeps its tokenizer. Returns the names written.
 std::vector<std::string> write_model_files(const std::string& dir, const ModelConfig& cfg, const NamedTensors& tensors,
                                            int64_t shard_bytes = 0, const std::string& tokenizer_from = "");
+// The same from a plan: each tensor is made, written and dropped in turn (files from plan_shards).
+std::vector<std::string> write_model_files(const std::string& dir, const ModelConfig& cfg, const ModelFiles& files,
+                                           int64_t shard_bytes = 0, const std::string& tokenizer_from = "");
 // A model directory of its own: `dir` is claimed for a model (refused when it exists, is not empty
 // and is not a DeltaShard model directory, naming `option`); a model written there before is
 // replaced file by file, its marker removed first and the new one written last.
 void save_model_dir(const std::string& dir, const ModelConfig& cfg, const NamedTensors& tensors,
                     int64_t shard_bytes = 0, const std::string& tokenizer_from = "", const std::string& option = "--out");
+void save_model_dir(const std::string& dir, const ModelConfig& cfg, const ModelFiles& files, int64_t shard_bytes = 0,
+                    const std::string& tokenizer_from = "", const std::string& option = "--out");
 // The model directory's tokenizer.json, or "" when it has none.
 std::string tokenizer_in(const std::string& dir);
 // Every weight of a model directory, with DeltaShard names (HF layouts converted), as views into

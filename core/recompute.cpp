@@ -13,9 +13,13 @@ using torch::autograd::variable_list;
 
 // What backward needs besides tensors, carried through the context as an object.
 struct BlockRef : torch::CustomClassHolder {
-  BlockRef(BlockImpl* b, std::function<void(bool)> p) : block(b), phase(std::move(p)) {}
+  BlockRef(BlockImpl* b, std::function<void(bool)> p, const Packing* k)
+      : block(b), phase(std::move(p)), packed(k != nullptr), packing(k ? *k : Packing{}) {}
   BlockImpl* block;
   std::function<void(bool)> phase;
+  bool packed;
+  Packing packing;
+  const Packing* pack() const { return packed ? &packing : nullptr; }
 };
 
 struct Recompute : torch::autograd::Function<Recompute> {
@@ -28,7 +32,7 @@ struct Recompute : torch::autograd::Function<Recompute> {
     ctx->saved_data["rng"] = at::globalContext().defaultGenerator(x.device()).get_state();
     ctx->saved_data["ref"] = c10::IValue::make_capsule(ref);
     torch::NoGradGuard no_grad;
-    return ref->block->forward(x);
+    return ref->block->forward(x, nullptr, nullptr, ref->pack());
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
@@ -46,7 +50,7 @@ struct Recompute : torch::autograd::Function<Recompute> {
     {
       torch::AutoGradMode grad(true);
       if (ref->phase) ref->phase(true);
-      y = ref->block->forward(x);
+      y = ref->block->forward(x, nullptr, nullptr, ref->pack());
       if (ref->phase) ref->phase(false);
     }
     {
@@ -63,8 +67,9 @@ torch::Tensor anchor_on(const torch::Device& device) {
 }
 }  // namespace
 
-torch::Tensor recompute_block(BlockImpl& block, const torch::Tensor& x, const std::function<void(bool)>& phase) {
-  return Recompute::apply(x, anchor_on(x.device()), c10::make_intrusive<BlockRef>(&block, phase));
+torch::Tensor recompute_block(BlockImpl& block, const torch::Tensor& x, const std::function<void(bool)>& phase,
+                              const Packing* packing) {
+  return Recompute::apply(x, anchor_on(x.device()), c10::make_intrusive<BlockRef>(&block, phase, packing));
 }
 
 }  // namespace ds

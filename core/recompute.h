@@ -12,9 +12,12 @@
 namespace ds {
 
 struct BlockImpl;
+struct Packing;
 
 // y = block(x) without keeping the block's activations. `phase(true/false)` brackets the
 // recomputed forward (the factory's ledger hook; may be empty).
-torch::Tensor recompute_block(BlockImpl& block, const torch::Tensor& x, const std::function<void(bool)>& phase);
+// `packing` (may be null) is kept for the recomputed forward.
+torch::Tensor recompute_block(BlockImpl& block, const torch::Tensor& x, const std::function<void(bool)>& phase,
+                              const Packing* packing = nullptr);
 
 }  // namespace ds

@@ -13,7 +13,9 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <sstream>
 
+#include "core/fault.h"
 #include "core/json.h"
 
 namespace ds {
@@ -210,42 +212,121 @@ void release_mapped_pages(const torch::Tensor& view) {
   if (b > a) madvise(reinterpret_cast<void*>(a), b - a, MADV_DONTNEED);
 }
 
-void write_safetensors(const std::string& path, const NamedTensors& tensors,
-                       const std::map<std::string, std::string>& metadata) {
+int64_t SafetensorsEntry::nbytes() const {
+  int64_t n = static_cast<int64_t>(dtype_by_type(dtype).size);
+  for (int64_t d : shape) n *= d;
+  return n;
+}
+
+SafetensorsWriter::SafetensorsWriter(std::string path, std::vector<SafetensorsEntry> entries,
+                                     const std::map<std::string, std::string>& metadata)
+    : path_(std::move(path)), entries_(std::move(entries)) {
   Json header = Json::object();
   if (!metadata.empty()) {
     Json m = Json::object();
     for (const auto& kv : metadata) m[kv.first] = kv.second;
     header["__metadata__"] = m;
   }
-  std::vector<torch::Tensor> cpu;
   uint64_t offset = 0;
-  for (const auto& kv : tensors) {
-    torch::Tensor t = kv.second.detach().to(torch::kCPU).contiguous();
-    const DtypeInfo& dt = dtype_by_type(t.scalar_type());
-    Json e = Json::object();
-    e["dtype"] = dt.name;
-    Json shape = Json::array();
-    for (int64_t d : t.sizes()) shape.push_back(d);
-    e["shape"] = shape;
-    const uint64_t bytes = static_cast<uint64_t>(t.numel()) * dt.size;
-    Json offs = Json::array();
-    offs.push_back(static_cast<int64_t>(offset));
-    offs.push_back(static_cast<int64_t>(offset + bytes));
-    e["data_offsets"] = offs;
-    header[kv.first] = e;
+  for (const auto& e : entries_) {
+    if (e.name == "__metadata__" || header.contains(e.name)) {
+      throw std::invalid_argument("safetensors: tensor name '" + e.name + "' used twice (or reserved)");
+    }
+    Json j = Json::object();
+    j["dtype"] = dtype_by_type(e.dtype).name;
+    j["shape"] = e.shape;
+    const auto bytes = static_cast<uint64_t>(e.nbytes());
+    j["data_offsets"] = {offset, offset + bytes};
+    header[e.name] = j;
     offset += bytes;
-    cpu.push_back(t);
   }
   std::string h = json_line(header);
   while ((8 + h.size()) % 8 != 0) h += ' ';  // data starts 8-byte aligned
-  std::string out;
-  out.reserve(8 + h.size() + offset);
-  uint64_t n = h.size();
-  for (int i = 0; i < 8; ++i) out += static_cast<char>((n >> (8 * i)) & 0xff);
-  out += h;
-  for (const auto& t : cpu) out.append(static_cast<const char*>(t.data_ptr()), t.numel() * t.element_size());
-  write_file_atomic(path, out);
+  std::string head;
+  const uint64_t n = h.size();
+  for (int i = 0; i < 8; ++i) head += static_cast<char>((n >> (8 * i)) & 0xff);
+  head += h;
+
+  tmp_ = path_ + ".tmp." + std::to_string(::getpid());
+  fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  if (fd_ < 0) throw FileError(tmp_ + ": cannot create: " + std::strerror(errno));
+  if (fault_fires("write.enospc")) fail("write failed", ENOSPC);
+  write_bytes(head.data(), head.size());
+}
+
+SafetensorsWriter::~SafetensorsWriter() {
+  if (fd_ >= 0) {
+    ::close(fd_);
+    ::unlink(tmp_.c_str());
+  }
+}
+
+void SafetensorsWriter::fail(const std::string& what, int err) {
+  ::close(fd_);
+  fd_ = -1;
+  ::unlink(tmp_.c_str());
+  throw FileError(path_ + ": " + what + ": " + std::strerror(err));
+}
+
+void SafetensorsWriter::write_bytes(const void* data, size_t n) {
+  const auto* p = static_cast<const char*>(data);
+  size_t off = 0;
+  while (off < n) {
+    const ssize_t w = ::write(fd_, p + off, n - off);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      fail("write failed", errno);
+    }
+    off += static_cast<size_t>(w);
+  }
+}
+
+void SafetensorsWriter::add(const torch::Tensor& tensor) {
+  if (fd_ < 0) throw std::logic_error(path_ + ": add() after finish() or a failed write");
+  if (next_ >= entries_.size()) {
+    throw std::invalid_argument(path_ + ": more tensors than the " + std::to_string(entries_.size()) + " planned");
+  }
+  const SafetensorsEntry& e = entries_[next_];
+  if (tensor.scalar_type() != e.dtype || tensor.sizes().vec() != e.shape) {
+    std::ostringstream os;
+    os << path_ << ": tensor '" << e.name << "' is " << tensor.scalar_type() << " " << tensor.sizes()
+       << ", the header says " << e.dtype << " " << torch::IntArrayRef(e.shape);
+    throw std::invalid_argument(os.str());
+  }
+  const torch::Tensor t = tensor.detach().to(torch::kCPU).contiguous();
+  write_bytes(t.data_ptr(), static_cast<size_t>(e.nbytes()));
+  data_bytes_ += e.nbytes();
+  ++next_;
+}
+
+void SafetensorsWriter::finish() {
+  if (fd_ < 0) throw std::logic_error(path_ + ": finish() twice or after a failed write");
+  if (next_ != entries_.size()) {
+    throw std::logic_error(path_ + ": " + std::to_string(next_) + " of " + std::to_string(entries_.size()) +
+                           " planned tensors written");
+  }
+  if (::fsync(fd_) != 0) fail("fsync failed", errno);
+  const int fd = fd_;
+  fd_ = -1;
+  if (::close(fd) != 0) {
+    ::unlink(tmp_.c_str());
+    throw FileError(path_ + ": close failed: " + std::strerror(errno));
+  }
+  try {
+    rename_path(tmp_, path_);
+  } catch (...) {
+    ::unlink(tmp_.c_str());
+    throw;
+  }
+}
+
+void write_safetensors(const std::string& path, const NamedTensors& tensors,
+                       const std::map<std::string, std::string>& metadata) {
+  std::vector<SafetensorsEntry> entries;
+  for (const auto& [name, t] : tensors) entries.push_back({name, t.scalar_type(), t.sizes().vec()});
+  SafetensorsWriter w(path, std::move(entries), metadata);
+  for (const auto& nt : tensors) w.add(nt.second);
+  w.finish();
 }
 
 }  // namespace ds

@@ -39,7 +39,8 @@ torch::Tensor NormImpl::forward(const torch::Tensor& x) {
   return (xf * torch::rsqrt(xf.pow(2).mean(-1, true) + eps) * w).to(x.scalar_type());
 }
 
-EmbeddingImpl::EmbeddingImpl(int64_t rows, int64_t dim, double init_std, const ParamOptions& params) {
+EmbeddingImpl::EmbeddingImpl(int64_t rows, int64_t dim, double init_std, const ParamOptions& params)
+    : init_std(init_std) {
   weight = register_parameter("weight", make_param({rows, dim}, init_std, params));
 }
 
@@ -56,6 +57,24 @@ torch::Tensor apply_rope(const torch::Tensor& x, int64_t first, double theta) {
   return x * cos + rotated * sin;
 }
 
+torch::Tensor apply_rope_at(const torch::Tensor& x, const torch::Tensor& positions, double theta) {
+  const int64_t hd = x.size(3), half = hd / 2;
+  const auto opts = torch::TensorOptions().dtype(torch::kFloat).device(x.device());
+  const torch::Tensor inv_freq = torch::pow(theta, -torch::arange(0, hd, 2, opts) / static_cast<double>(hd));
+  const torch::Tensor angles = positions.to(torch::kFloat).unsqueeze(-1) * inv_freq;  // [B, T, hd/2]
+  const torch::Tensor emb = torch::cat({angles, angles}, -1).unsqueeze(1);              // [B, 1, T, hd]
+  const torch::Tensor cos = emb.cos().to(x.scalar_type()), sin = emb.sin().to(x.scalar_type());
+  const torch::Tensor rotated = torch::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
+  return x * cos + rotated * sin;
+}
+
+Packing make_packing(const torch::Tensor& positions, const torch::Tensor& segments) {
+  const int64_t T = segments.size(1);
+  const torch::Tensor same = segments.unsqueeze(2) == segments.unsqueeze(1);  // [B, T, T]
+  const torch::Tensor causal = torch::ones({T, T}, torch::TensorOptions().dtype(torch::kBool).device(segments.device())).tril();
+  return Packing{positions, (same & causal).logical_not().unsqueeze(1)};
+}
+
 AttentionImpl::AttentionImpl(const ModelConfig& cfg, const LinearFactory& factory)
     : head_dim(cfg.head_dim()),
       rope(cfg.positions == Positions::Rope),
@@ -70,7 +89,8 @@ AttentionImpl::AttentionImpl(const ModelConfig& cfg, const LinearFactory& factor
   o = register_module("o", factory.linear({"attn.o", d, d, cfg.bias, Split::Cols, resid_std}));
 }
 
-torch::Tensor AttentionImpl::forward(const torch::Tensor& x, torch::Tensor* cache_k, torch::Tensor* cache_v) {
+torch::Tensor AttentionImpl::forward(const torch::Tensor& x, torch::Tensor* cache_k, torch::Tensor* cache_v,
+                                     const Packing* packing) {
   const int64_t B = x.size(0), T = x.size(1);
   const torch::Tensor xin = fanout(x);
   auto heads = [&](const torch::Tensor& t) {  // [B, T, h·hd] -> [B, h, T, hd]
@@ -80,7 +100,10 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, torch::Tensor* cach
   torch::Tensor qh = heads(q->forward(xin));
   torch::Tensor kh = heads(k->forward(xin));
   torch::Tensor vh = heads(v->forward(xin));
-  if (rope) {
+  if (rope && packing) {
+    qh = apply_rope_at(qh, packing->positions, rope_theta);
+    kh = apply_rope_at(kh, packing->positions, rope_theta);
+  } else if (rope) {
     qh = apply_rope(qh, past, rope_theta);
     kh = apply_rope(kh, past, rope_theta);
   }
@@ -92,16 +115,20 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, torch::Tensor* cach
     *cache_k = kh;
     *cache_v = vh;
   }
-  torch::Tensor y = causal_attention(qh, kh, vh, past).transpose(1, 2).contiguous();
+  torch::Tensor y =
+      causal_attention(qh, kh, vh, past, packing ? packing->hidden : torch::Tensor()).transpose(1, 2).contiguous();
   return o->forward(y.view({B, T, y.size(2) * y.size(3)}));
 }
 
 torch::Tensor causal_attention(const torch::Tensor& q, const torch::Tensor& key, const torch::Tensor& value,
-                               int64_t past) {
+                               int64_t past, const torch::Tensor& hidden) {
   const int64_t T = q.size(2), S = key.size(2);  // query i sits at position past + i
   // Grouped-query attention: each key/value head serves n_head / n_kv_head query heads.
   const int64_t group = q.size(1) / key.size(1);
 #if DS_HAVE_SDPA_GQA
+  if (hidden.defined()) {
+    return at::scaled_dot_product_attention(q, key, value, hidden.logical_not(), 0.0, false, std::nullopt, group > 1);
+  }
   // The fused kernels (flash or memory-efficient attention on CUDA), which read the shared key and
   // value heads in place. is_causal aligns the mask top-left, which is right without a cache and
   // for a single new query (it sees every key).
@@ -113,14 +140,21 @@ torch::Tensor causal_attention(const torch::Tensor& q, const torch::Tensor& key,
   const torch::Tensor k = group > 1 ? key.repeat_interleave(group, 1) : key;
   const torch::Tensor v = group > 1 ? value.repeat_interleave(group, 1) : value;
 #if DS_HAVE_SDPA && !DS_HAVE_SDPA_GQA
+  if (hidden.defined()) return at::scaled_dot_product_attention(q, k, v, hidden.logical_not(), 0.0, false);
   if (past == 0 || T == 1) return at::scaled_dot_product_attention(q, k, v, {}, 0.0, /*is_causal=*/past == 0);
 #endif
   torch::Tensor att = q.matmul(k.transpose(-2, -1)) * (1.0 / std::sqrt(static_cast<double>(q.size(-1))));
-  const torch::Tensor mask =
-      torch::ones({T, S}, torch::TensorOptions().dtype(torch::kBool).device(q.device())).triu(past + 1);
+  const torch::Tensor mask = hidden.defined()
+                                 ? hidden
+                                 : torch::ones({T, S}, torch::TensorOptions().dtype(torch::kBool).device(q.device()))
+                                       .triu(past + 1);
   att = torch::softmax(att.to(torch::kFloat).masked_fill(mask, -std::numeric_limits<float>::infinity()), -1)
             .to(v.scalar_type());
   return att.matmul(v);
+}
+
+AttentionKernel attention_kernel() {
+  return DS_HAVE_SDPA_GQA ? AttentionKernel::FusedGqa : DS_HAVE_SDPA ? AttentionKernel::Fused : AttentionKernel::Explicit;
 }
 
 MlpImpl::MlpImpl(const ModelConfig& cfg, const LinearFactory& factory) : fanout(factory.fanout("mlp")) {
@@ -146,8 +180,9 @@ BlockImpl::BlockImpl(const ModelConfig& cfg, const LinearFactory& factory) {
   mlp = register_module("mlp", Mlp(cfg, factory));
 }
 
-torch::Tensor BlockImpl::forward(const torch::Tensor& x, torch::Tensor* cache_k, torch::Tensor* cache_v) {
-  torch::Tensor a = attn->forward(ln1->forward(x), cache_k, cache_v);
+torch::Tensor BlockImpl::forward(const torch::Tensor& x, torch::Tensor* cache_k, torch::Tensor* cache_v,
+                                 const Packing* packing) {
+  torch::Tensor a = attn->forward(ln1->forward(x), cache_k, cache_v, packing);
   if (attn_adapter) a = attn_adapter->forward(a);
   const torch::Tensor h = x + a;
   torch::Tensor m = mlp->forward(ln2->forward(h));
@@ -176,14 +211,17 @@ TransformerImpl::TransformerImpl(const ModelConfig& c, LinearFactory f) : cfg(c)
   }
 }
 
-torch::Tensor TransformerImpl::forward(const torch::Tensor& idx, KVCache* cache) {
+torch::Tensor TransformerImpl::forward(const torch::Tensor& idx, KVCache* cache, const Packing* packing) {
   const int64_t T = idx.size(1);
   const int64_t past = cache ? cache->length() : 0;
   TORCH_CHECK(past + T <= cfg.max_seq_len, "sequence length ", past + T, " exceeds model.max_seq_len ",
               cfg.max_seq_len);
   const auto compute = factory.params.compute;
   torch::Tensor x = wte->forward(idx).to(compute);
-  if (wpe) {
+  TORCH_CHECK(!(cache && packing), "packed rows are for training and evaluation, not with a KV cache");
+  if (wpe && packing) {
+    x = x + wpe->forward(packing->positions).to(compute);
+  } else if (wpe) {
     const torch::Tensor pos =
         torch::arange(past, past + T, torch::TensorOptions().dtype(torch::kLong).device(idx.device()));
     x = x + wpe->forward(pos).to(compute).unsqueeze(0);
@@ -197,9 +235,9 @@ torch::Tensor TransformerImpl::forward(const torch::Tensor& idx, KVCache* cache)
     if (cache) {
       x = blocks[i]->forward(x, &cache->k[i], &cache->v[i]);
     } else if (keep_inputs_only) {
-      x = recompute_block(*blocks[i], x, factory.recompute_phase);
+      x = recompute_block(*blocks[i], x, factory.recompute_phase, packing);
     } else {
-      x = blocks[i]->forward(x);
+      x = blocks[i]->forward(x, nullptr, nullptr, packing);
     }
   }
   x = ln_f->forward(x);
@@ -208,6 +246,11 @@ torch::Tensor TransformerImpl::forward(const torch::Tensor& idx, KVCache* cache)
 
 torch::Tensor lm_loss(const torch::Tensor& logits, const torch::Tensor& targets) {
   return F::cross_entropy(logits.reshape({-1, logits.size(-1)}).to(torch::kFloat), targets.reshape({-1}));
+}
+
+torch::Tensor lm_loss_sum(const torch::Tensor& logits, const torch::Tensor& targets) {
+  return F::cross_entropy(logits.reshape({-1, logits.size(-1)}).to(torch::kFloat), targets.reshape({-1}),
+                          F::CrossEntropyFuncOptions().ignore_index(-100).reduction(torch::kSum));
 }
 
 }  // namespace ds

@@ -156,6 +156,14 @@ std::vector<OptimShard> GradSync::optim_shards() {
 }
 
 double GradSync::grad_norm_sq() {
+  const double local = local_grad_norm_sq();
+  if (grid_.world_size == 1) return local;
+  torch::Tensor t = torch::full({1}, local, torch::kDouble);
+  grid_.world->all_reduce(t, ReduceOp::Sum, "world.grad_norm");
+  return t.item<double>();
+}
+
+double GradSync::local_grad_norm_sq() const {
   // Weight each bucket by 1 / (number of ranks holding the same elements after sync).
   double local = 0;
   for (auto& b : buckets_) {
@@ -164,10 +172,7 @@ double GradSync::grad_norm_sq() {
     if (b.group == BucketGroup::Dp && !b.tp_unique) replicas *= grid_.tp;
     local += g.to(torch::kDouble).pow(2).sum().item<double>() / replicas;
   }
-  if (grid_.world_size == 1) return local;
-  torch::Tensor t = torch::full({1}, local, torch::kDouble);
-  grid_.world->all_reduce(t, ReduceOp::Sum, "world.grad_norm");
-  return t.item<double>();
+  return local;
 }
 
 void GradSync::after_step() {

@@ -71,6 +71,8 @@ class GradSync {
   std::vector<OptimShard> optim_shards();
   // Global squared norm of the synchronised gradient, each distinct element counted once.
   double grad_norm_sq();
+  // This rank's share of grad_norm_sq: summed over the world ranks it gives the whole.
+  double local_grad_norm_sq() const;
   // zero 1: all-gathers the updated parameter shards. No-op for zero 0.
   void after_step();
 

@@ -11,21 +11,38 @@
 
 namespace ds::fixtures {
 
-// A text file of repetitive sentences: learnable in a few steps. Same path and content on every rank.
-inline std::string text_file() {
-  static std::string path;
-  if (!path.empty()) return path;
+// A file that rank 0 writes once per test run (`write` fills it) and every rank then reads.
+inline std::string shared_file(const std::string& stem, void (*write)(std::ofstream&)) {
   int rank = 0;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  path = "/tmp/deltashard_test_text_" + std::to_string(static_cast<long>(getppid())) + ".txt";
+  const std::string path = "/tmp/deltashard_test_" + stem + "_" + std::to_string(static_cast<long>(getppid()));
   if (rank == 0) {
     std::ofstream out(path);
+    write(out);
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+  return path;
+}
+
+// A text file of repetitive sentences: learnable in a few steps. Same path and content on every rank.
+inline std::string text_file() {
+  static const std::string path = shared_file("text.txt", [](std::ofstream& out) {
     for (int i = 0; i < 400; ++i) {
       out << "the quick brown fox " << (i % 7) << " jumps over the lazy dog. ";
       out << "pack my box with " << (i % 5) << " dozen liquor jugs.\n";
     }
-  }
-  MPI_Barrier(MPI_COMM_WORLD);
+  });
+  return path;
+}
+
+// Prompt/completion records of varied lengths (so ranks' counted tokens differ), as JSONL.
+inline std::string jsonl_file() {
+  static const std::string path = shared_file("sft.jsonl", [](std::ofstream& out) {
+    for (int i = 0; i < 120; ++i) {
+      out << "{\"prompt\": \"add " << i % 13 << " and " << i % 7 << std::string(i % 5, '!') << "\", \"completion\": \""
+          << i % 13 + i % 7 << std::string(i % 3, '.') << "\"}\n";
+    }
+  });
   return path;
 }
 
@@ -57,15 +74,21 @@ inline RunConfig tiny_config(const std::string& method) {
   return c;
 }
 
-// The LLaMA family on the same sizes: RMSNorm, SwiGLU, rotary positions, no biases, 2 key/value heads.
-inline ModelConfig as_llama(ModelConfig c) {
-  c.layout = Layout::Llama;
+// The LLaMA family's choices on a model of any size: RMSNorm, SwiGLU, rotary positions, no biases,
+// an untied head, and 2 key/value heads (grouped-query attention).
+inline void make_llama(ModelConfig& c) {
   c.norm = NormKind::RmsNorm;
   c.activation = Activation::SwiGlu;
   c.positions = Positions::Rope;
   c.bias = false;
   c.n_kv_head = 2;
   c.tie_embeddings = false;
+}
+
+// The same, laid out and named as a Hugging Face LLaMA model.
+inline ModelConfig as_llama(ModelConfig c) {
+  make_llama(c);
+  c.layout = Layout::Llama;
   c.norm_eps = 1e-6;
   return c;
 }

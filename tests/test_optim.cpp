@@ -15,6 +15,7 @@
 #include <ATen/CPUGeneratorImpl.h>
 
 #include "trainer/adamw.h"
+#include "trainer/loss_scaler.h"
 
 using namespace ds;
 
@@ -210,4 +211,31 @@ TEST(LrSchedule, TinyTotalsAreFinite) {
   EXPECT_DOUBLE_EQ(lr_at(0, 0, 0, lr, r), lr);
   EXPECT_NEAR(lr_at(1, 1, 0, lr, r), lr * r, 1e-18);
   EXPECT_NEAR(lr_at(5, 0, 0, lr, r), lr * r, 1e-18);
+}
+
+// The fp16 loss scaler: an overflow skips the step and halves the scale (never below 1); growth
+// after growth_interval good steps in a row; disabled, it applies every step at scale 1.
+TEST(LossScaler, SkipsOnOverflowBacksOffAndGrows) {
+  LossScalerOptions o;
+  o.init_scale = 8.0;
+  o.growth_interval = 3;
+  LossScaler s = LossScaler::make(true, o);
+  EXPECT_EQ(s.scale, 8.0);
+  EXPECT_FALSE(s.update(false));
+  EXPECT_EQ(s.scale, 4.0);
+  EXPECT_EQ(s.skips, 1);
+  EXPECT_TRUE(s.update(true));
+  EXPECT_TRUE(s.update(true));
+  EXPECT_EQ(s.scale, 4.0);
+  EXPECT_TRUE(s.update(true));  // the third good step in a row
+  EXPECT_EQ(s.scale, 8.0);
+  EXPECT_EQ(s.good_steps, 0);
+  for (int i = 0; i < 10; ++i) EXPECT_FALSE(s.update(false));
+  EXPECT_EQ(s.scale, 1.0);
+  EXPECT_EQ(s.skips, 11);
+  EXPECT_DOUBLE_EQ(s.inverse(), 1.0);
+  LossScaler off = LossScaler::make(false, o);
+  EXPECT_TRUE(off.update(false));
+  EXPECT_EQ(off.scale, 1.0);
+  EXPECT_EQ(off.skips, 0);
 }

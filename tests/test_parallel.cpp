@@ -80,6 +80,55 @@ TEST_P(DataParallel, EqualsOneRankWithGradientAccumulation) {
   }
 }
 
+// Instruction data: the step's loss divides by the global count of counted targets, which differs
+// from rank to rank; DP = world equals one rank accumulating the same micro batches, packed or not.
+TEST(DataParallelInstructions, EqualsOneRankWithTheGlobalCountOfCountedTokens) {
+  for (bool packing : {false, true}) {
+    const int n = world_size();
+    RunConfig c = fixtures::tiny_config("lora");
+    c.model.vocab_size = 257;
+    c.data.paths = {fixtures::jsonl_file()};
+    c.data.format = DataFormat::Jsonl;
+    c.data.packing = packing;
+    c.train.seq_len = 24;
+    ProcessGrid grid = make_grid(GridOptions{1, Backend::Mpi, 60});
+    Trainer dp(c, grid);
+    RunConfig rc = c;
+    rc.train.grad_accum = n;
+    rc.parallel = ParallelConfig{};
+    ProcessGrid self = self_grid();
+    Trainer ref(rc, self);
+    while (!dp.done()) {
+      const StepResult a = dp.step(), b = ref.step();
+      EXPECT_NEAR(a.loss, b.loss, 1e-5 * std::abs(b.loss)) << "packing " << packing;
+      EXPECT_EQ(a.counted, b.counted);
+      EXPECT_EQ(a.tokens, b.tokens);
+      const CommTotals k = sum_records(a.comm, "dp", "", "dp.counted_tokens");
+      EXPECT_EQ(k.calls, 1);
+      EXPECT_EQ(k.bytes, 16);
+    }
+    expect_same_weights(dp, ref, 1e-5, packing ? "packed" : "unpacked");
+    const EvalResult ea = dp.evaluate(), eb = ref.evaluate();
+    EXPECT_NEAR(ea.loss, eb.loss, 1e-6 * eb.loss);
+    EXPECT_EQ(ea.tokens, eb.tokens);
+  }
+}
+
+// train.epochs: steps from the number of training sequences and the global batch.
+TEST(DataParallelInstructions, EpochsGiveStepsFromTheData) {
+  RunConfig c = fixtures::tiny_config("lora");
+  c.model.vocab_size = 257;
+  c.data.paths = {fixtures::jsonl_file()};
+  c.data.format = DataFormat::Jsonl;
+  c.train.seq_len = 24;
+  c.train.epochs = 2;
+  ProcessGrid grid = make_grid(GridOptions{1, Backend::Mpi, 60});
+  Trainer s(c, grid);
+  const int64_t global = c.train.micro_batch * grid.dp;
+  EXPECT_EQ(s.config().train.steps, (2 * s.sft()->num_train_rows() + global - 1) / global);
+  EXPECT_EQ(s.config().train.epochs, 0);
+}
+
 INSTANTIATE_TEST_SUITE_P(Methods, DataParallel,
                          ::testing::Values(std::make_tuple("lora", false, 0), std::make_tuple("adapter", false, 0),
                                            std::make_tuple("full", false, 0), std::make_tuple("lora", true, 0),

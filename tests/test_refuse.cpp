@@ -15,10 +15,11 @@
 #include "core/files.h"
 #include "core/hf_layout.h"
 #include "core/safetensors.h"
-#include "core/token_dataset.h"
+#include "data/token_dataset.h"
 #include "dist/process_grid.h"
 #include "test_helpers.h"
 #include "trainer/checkpoint.h"
+#include "trainer/manifest.h"
 #include "trainer/model_builder.h"
 #include "trainer/run_config.h"
 #include "trainer/trainer.h"
@@ -99,7 +100,16 @@ class CheckpointRefusal : public ::testing::Test {
     for (const auto& [n, t] : f.tensors) out.emplace_back(n, t.clone());
     edit(out.front().second);
     write_safetensors(path, out, f.metadata);
+    reseal();
     return out.front().first;
+  }
+
+  // The manifest would name any edited file as altered first; record the edit in it so the checks
+  // behind it (the content's own) are what is tested.
+  void reseal() {
+    Marker m = *read_marker(step_);
+    add_manifest(step_, m);
+    write_marker(step_, m);
   }
 
   ProcessGrid grid_ = make_grid(GridOptions{1, Backend::Mpi, 60, MPI_COMM_SELF});
@@ -130,6 +140,7 @@ TEST_F(CheckpointRefusal, FloatTensorsRelabelledAsIntegersAreRefused) {
   ASSERT_NE(at, std::string::npos);
   bytes.replace(at, 5, "\"I32\"");
   std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes;
+  reseal();
   expect_refused<FileError>([&] { load_trainable(trainer_->model(), cfg_, root_); },
                             {"trainable.safetensors", "not a floating-point type"});
 }

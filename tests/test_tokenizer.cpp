@@ -16,7 +16,7 @@
 #include "core/bpe_tokenizer.h"
 #include "core/json.h"
 #include "core/safetensors.h"
-#include "core/token_dataset.h"
+#include "data/token_dataset.h"
 
 using namespace ds;
 namespace fs = std::filesystem;

@@ -7,6 +7,7 @@
 #include "core/json.h"
 #include "core/model_io.h"
 #include "dist/tp_gather.h"
+#include "trainer/manifest.h"
 #include "trainer/trainer.h"
 
 namespace ds {
@@ -30,10 +31,11 @@ void write_latest(const std::string& root, const std::string& step_name) {
 }
 
 // Removes incomplete step directories and all but the newest kept complete ones; marker first.
-void prune(const std::string& root, const std::string& keep_dir) {
+void prune(const std::string& root, const std::string& keep_dir, int64_t n_keep) {
   const auto complete = complete_steps(root);
   std::set<std::string> keep{keep_dir};
-  for (size_t i = complete.size() > kCheckpointsKept ? complete.size() - kCheckpointsKept : 0; i < complete.size(); ++i) {
+  const size_t n = static_cast<size_t>(std::max<int64_t>(1, n_keep));
+  for (size_t i = complete.size() > n ? complete.size() - n : 0; i < complete.size(); ++i) {
     keep.insert(complete[i].second);
   }
   for (const auto& name : list_dir(root)) {
@@ -46,7 +48,7 @@ void prune(const std::string& root, const std::string& keep_dir) {
 
 }  // namespace
 
-std::string write_checkpoint(const std::string& root, const CheckpointFiles& f) {
+std::string write_checkpoint(const std::string& root, const CheckpointFiles& f, int64_t keep) {
   if (!claim_output_dir(root, DirKind::Checkpoints, "checkpoint.dir")) write_marker(root, DirKind::Checkpoints);
   const std::string name = step_dir_name(f.state.step);
   const std::string dir = root + "/" + name;
@@ -66,9 +68,13 @@ std::string write_checkpoint(const std::string& root, const CheckpointFiles& f) 
     for (const auto& x : f.extra(dir)) files.push_back(x);
   }
   write_file_atomic(dir + "/state.json", json_pretty(state_json(f.state)));
-  write_marker(dir, DirKind::Checkpoint, files);
+  Marker marker;
+  marker.kind = DirKind::Checkpoint;
+  marker.files = files;
+  add_manifest(dir, marker);
+  write_marker(dir, marker);
   write_latest(root, name);
-  prune(root, dir);
+  prune(root, dir, keep);
   return dir;
 }
 
@@ -108,12 +114,25 @@ void save_checkpoint(Trainer& t, const std::string& root) {
     const ModelConfig mc = cfg.model;
     f.extra = [base, mc](const std::string& d) { return write_model_files(d, mc, base, 0, mc.path); };
   }
-  if (grid.world_rank == 0) write_checkpoint(root, f);
-  grid.world->barrier("checkpoint.done");
+  // Every rank learns whether rank 0's write succeeded, so all stop alike on a failed write.
+  std::string error;
+  if (grid.world_rank == 0) {
+    try {
+      write_checkpoint(root, f, cfg.checkpoint.keep);
+    } catch (const FileError& e) {
+      error = e.what();
+    }
+  }
+  torch::Tensor failed = torch::full({1}, error.empty() ? 0.0 : 1.0, torch::kDouble);
+  grid.world->all_reduce(failed, ReduceOp::Max, "checkpoint.done");
+  if (failed.item<double>() > 0) {
+    throw FileError(grid.world_rank == 0 ? "checkpoint step " + std::to_string(t.step_index()) + " not written: " + error
+                                         : "the checkpoint write on rank 0 failed");
+  }
 }
 
-void load_trainable(Transformer& model, const RunConfig& cfg, const std::string& checkpoint) {
-  const std::string dir = resolve_checkpoint(checkpoint);
+void load_trainable(Transformer& model, const RunConfig& cfg, const std::string& checkpoint, bool verified) {
+  const std::string dir = verified ? checkpoint : open_checkpoint(checkpoint);
   const std::string path = dir + "/trainable.safetensors";
   const SafetensorsFile f = read_safetensors(path);
   std::set<std::string> params, trainable;

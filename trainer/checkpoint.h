@@ -35,23 +35,23 @@ struct CheckpointFiles {
   std::function<std::vector<std::string>(const std::string& dir)> extra;
 };
 
-// Checkpoints kept in a root: the newest complete ones, older ones removed once a newer one is
-// complete.
-constexpr int kCheckpointsKept = 2;
-
-// Rank 0 only: DIR/step-N written (marker last), DIR/latest renamed into place, old steps pruned.
+// Rank 0 only: DIR/step-N written (its marker last, with the manifest: every file's size and
+// xxHash64), DIR/latest renamed into place, then all but the newest `keep` complete steps pruned.
 // `root` is refused when it exists and is not a DeltaShard checkpoint root (or empty). A complete
 // step N already there is left as it is (a step's checkpoint is a function of the run).
 // Returns the step directory.
-std::string write_checkpoint(const std::string& root, const CheckpointFiles& files);
+std::string write_checkpoint(const std::string& root, const CheckpointFiles& files, int64_t keep = 2);
 
-// All ranks call; TP shards and ZeRO shards are gathered, rank 0 writes.
+// All ranks call; TP shards and ZeRO shards are gathered, rank 0 writes. A write that fails
+// (a full disk) is a FileError on every rank, and the previous checkpoint is left as it was.
 void save_checkpoint(Trainer& trainer, const std::string& root);
 
-// A checkpoint's trainable parameters (root or step directory) into `model`, each rank its slice.
+// A checkpoint's trainable parameters (root or step directory, verified against its manifest) into
+// `model`, each rank its slice.
 // FileError naming the file and tensor for a tensor the model lacks, a shape that disagrees, an
 // integer tensor or NaN/Inf.
-void load_trainable(Transformer& model, const RunConfig& cfg, const std::string& checkpoint);
+// `verified`: `checkpoint` is a step directory open_checkpoint has already checked.
+void load_trainable(Transformer& model, const RunConfig& cfg, const std::string& checkpoint, bool verified = false);
 // AdamW moments and step count of a step directory into the trainer.
 void load_optimizer_state(Trainer& trainer, const std::string& step_dir);
 

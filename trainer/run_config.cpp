@@ -113,6 +113,14 @@ RunConfig parse_run_config(const std::string& file, const std::vector<std::strin
   parse_peft_config(root["peft"], where, cfg.peft);
   parse_data_config(root["data"], where, cfg.data);
   read_section(root, "train", where, cfg.train);
+  if (cfg.train.epochs > 0) {
+    // Steps then come from the data; a resolved config says steps 0 beside its epochs.
+    const YAML::Node t = root["train"];
+    if (t["steps"] && cfg.train.steps != 0) {
+      throw ConfigError(where("train.epochs", t["epochs"]) + ": train.epochs: give train.epochs or train.steps, not both");
+    }
+    cfg.train.steps = 0;
+  }
   read_section(root, "checkpoint", where, cfg.checkpoint);
   read_section(root, "log", where, cfg.log);
   read_section(root, "parallel", where, cfg.parallel);
@@ -148,6 +156,11 @@ void resolve_run_config(RunConfig& cfg) {
     m.n_kv_head = 0;
   }
   for (auto& p : cfg.data.paths) p = absolute_path(p);
+  if (cfg.data.format == DataFormat::Auto) {
+    const std::string& first = cfg.data.paths.empty() ? std::string() : cfg.data.paths.front();
+    const bool jsonl = first.size() >= 6 && first.compare(first.size() - 6, 6, ".jsonl") == 0;
+    cfg.data.format = jsonl ? DataFormat::Jsonl : DataFormat::Text;
+  }
   if (cfg.data.tokenizer == "auto") {
     const std::string t = tokenizer_in(m.path);
     cfg.data.tokenizer = t.empty() ? "bytes" : t;

@@ -11,7 +11,7 @@
 #include "core/dtype.h"
 #include "core/model_config.h"
 #include "core/peft.h"
-#include "core/token_dataset.h"
+#include "data/token_dataset.h"
 #include "dist/process_grid.h"
 
 namespace ds {
@@ -21,8 +21,21 @@ namespace ds {
 enum class Recompute { None, Layer };
 DS_ENUM_NAMES(Recompute, {Recompute::None, "none"}, {Recompute::Layer, "layer"});
 
+// What a NaN or Inf loss or gradient norm does: skip that optimizer step on every rank (up to
+// train.max_skipped in a row), or stop at once; either way past the limit the last good state is
+// saved and the run ends with an error.
+enum class NonFinite { Skip, Stop };
+DS_ENUM_NAMES(NonFinite, {NonFinite::Skip, "skip"}, {NonFinite::Stop, "stop"});
+
+// The signals that stop a run cleanly (trainer/stop_signals.h).
+inline const std::vector<std::string>& stop_signal_names() {
+  static const std::vector<std::string> v{"TERM", "INT", "USR1", "USR2", "HUP"};
+  return v;
+}
+
 struct TrainOptions {
   int64_t steps = 200;
+  double epochs = 0;  // > 0: steps from the data (data.format jsonl): passes over the training sequences
   int64_t micro_batch = 8;
   int64_t grad_accum = 1;
   int64_t seq_len = 128;
@@ -38,12 +51,17 @@ struct TrainOptions {
   int threads = 0;            // intra-op threads per rank; 0: cores / ranks on this node
   Device device = Device::Cpu;
   Recompute recompute = Recompute::None;
+  std::vector<std::string> stop_signals{"TERM", "INT", "USR1"};
+  int64_t stop_after = 0;  // stop and checkpoint after this step (0: run all train.steps)
+  NonFinite nonfinite = NonFinite::Skip;
+  int64_t max_skipped = 10;  // non-finite steps skipped in a row before the run stops
 };
 
 template <class V>
 void describe(V& v, TrainOptions& t) {
   const int64_t big = int64_t{1} << 40;
   v("steps", t.steps, 0, big);
+  v("epochs", t.epochs, 0.0, 1e6);
   v("micro_batch", t.micro_batch, 1, 1 << 20);
   v("grad_accum", t.grad_accum, 1, 1 << 20);
   v("seq_len", t.seq_len, 1, 1 << 24);
@@ -61,17 +79,23 @@ void describe(V& v, TrainOptions& t) {
   v("threads", t.threads, 0, 4096);
   v("device", t.device);
   v("recompute", t.recompute);
+  v("stop_signals", t.stop_signals, stop_signal_names());
+  v("stop_after", t.stop_after, 0, big);
+  v("nonfinite", t.nonfinite);
+  v("max_skipped", t.max_skipped, 0, big);
 }
 
 struct CheckpointConfig {
   std::string dir;  // where the final (and periodic) checkpoints go; empty: none
   int64_t every = 0;
+  int64_t keep = 2;  // newest complete step directories kept
 };
 
 template <class V>
 void describe(V& v, CheckpointConfig& c) {
   v("dir", c.dir);
   v("every", c.every, 0, int64_t{1} << 40);
+  v("keep", c.keep, 1, int64_t{1} << 20);
 }
 
 struct LogConfig {

@@ -1,6 +1,7 @@
 #include "trainer/trainer.h"
 
 #include <chrono>
+#include <cstdio>
 #include <cmath>
 #include <thread>
 
@@ -8,6 +9,11 @@
 #include "core/dir_layout.h"
 #include "trainer/checkpoint.h"
 #include "trainer/device_stats.h"
+#include "trainer/manifest.h"
+#include "trainer/stop_signals.h"
+#include "core/fault.h"
+#include "trainer/memory_model.h"
+#include "trainer/memory_stats.h"
 
 namespace ds {
 
@@ -15,7 +21,38 @@ TokenDataset load_dataset(const RunConfig& cfg, const std::optional<BpeTokenizer
   return TokenDataset::load(cfg.data, tokenizer ? &*tokenizer : nullptr);
 }
 
+Codec codec_for(const RunConfig& cfg, const std::optional<BpeTokenizer>& tokenizer) {
+  return Codec{tokenizer ? &*tokenizer : nullptr, cfg.model.vocab_size, tokenizer ? tokenizer->path : "bytes"};
+}
+
+SftDataset load_sft_dataset(const RunConfig& cfg, const std::optional<BpeTokenizer>& tokenizer) {
+  return SftDataset::load(cfg.data, codec_for(cfg, tokenizer), cfg.train.seq_len);
+}
+
 namespace {
+// A CPU run whose estimated memory (trainer/memory_model.h), times the ranks sharing this node,
+// exceeds the machine's is refused before anything is allocated: it would otherwise be killed by
+// the kernel part-way, or swap. The estimate leaves out the process's own baseline, so it refuses
+// only runs that cannot fit.
+void check_fits_memory(const RunConfig& cfg, int dp) {
+  if (cfg.train.device != Device::Cpu) return;
+  const int64_t machine = machine_memory_bytes();
+  if (machine <= 0) return;
+  const MemoryEstimate e = estimate_memory(cfg, dp);
+  const int64_t ranks = std::max(1, local_size());
+  if (e.total_bytes * ranks <= machine) return;
+  const auto gib = [](int64_t b) { return static_cast<double>(b) / (1024.0 * 1024.0 * 1024.0); };
+  char msg[512];
+  std::snprintf(msg, sizeof msg,
+                "train.micro_batch: %lld needs about %.1f GiB per rank (activations %.1f GiB, weights and optimizer "
+                "%.1f GiB; deltashard inspect --memory) x %lld ranks on this node, above this machine's %.1f GiB; "
+                "lower train.micro_batch%s",
+                static_cast<long long>(cfg.train.micro_batch), gib(e.total_bytes), gib(e.activation_bytes),
+                gib(e.total_bytes - e.activation_bytes), static_cast<long long>(ranks), gib(machine),
+                e.recompute ? "" : " or set train.recompute: layer");
+  throw ConfigError(msg);
+}
+
 // Random tokens for benchmarks: enough for every window of the run to be distinct in practice.
 TokenDataset random_dataset(const RunConfig& cfg, int dp) {
   const auto& t = cfg.train;
@@ -33,14 +70,15 @@ Trainer::Trainer(RunConfig cfg, ProcessGrid& grid, const TrainerOptions& options
   resolve_run_config(cfg_);     // idempotent: configs built in code get the same treatment as files
   const auto& t = cfg_.train;
   set_threads(cfg_);
+  check_fits_memory(cfg_, grid_.dp);
   built_ = build_model(cfg_, *grid_.tp_group, BuildOptions{true, options.need_data && !options.random_data});
 
   std::string ckpt;
   if (!options.resume.empty()) {
-    ckpt = resolve_checkpoint(options.resume);
+    ckpt = open_checkpoint(options.resume);
     const CheckpointState st = read_checkpoint_state(ckpt);
     check_checkpoint_matches(st, cfg_, ckpt);
-    load_trainable(ckpt);
+    ds::load_trainable(built_.model, cfg_, ckpt, /*verified=*/true);
     step_ = st.step;
   }
   for (auto& item : built_.model->named_parameters()) {
@@ -48,24 +86,53 @@ Trainer::Trainer(RunConfig cfg, ProcessGrid& grid, const TrainerOptions& options
   }
   GradSyncOptions so{cfg_.parallel.bucket_mb, cfg_.parallel.overlap_grad_sync, cfg_.parallel.zero};
   sync_ = std::make_unique<GradSync>(trainable_, collect_param_shards(*built_.model), grid_, so);
+  // Only an fp16 base on CUDA computes in fp16 (on the CPU fp16 is upcast layer by layer); its
+  // small gradients need the loss scaled up so they do not flush to zero.
+  scaler_ = LossScaler::make(cfg_.model.dtype == DType::Fp16 && cfg_.train.device == Device::Cuda);
   opt_ = std::make_unique<FlatAdamW>(sync_->optim_shards(), AdamWOptions{t.beta1, t.beta2, t.eps, t.weight_decay});
   if (!ckpt.empty()) load_optimizer_state(*this, ckpt);
   time_phases_ = options.time_phases;
   if (options.random_data) {
     data_ = std::make_unique<TokenDataset>(random_dataset(cfg_, grid_.dp));
+  } else if (options.need_data && cfg_.data.format == DataFormat::Jsonl) {
+    sft_ = std::make_unique<SftDataset>(load_sft_dataset(cfg_, built_.tokenizer));
   } else if (options.need_data) {
     data_ = std::make_unique<TokenDataset>(load_dataset(cfg_, built_.tokenizer));
   }
+  if (t.epochs > 0 && options.need_data && !options.random_data) {
+    if (!sft_) throw ConfigError(cfg_.file + ": train.epochs: needs data.format jsonl (text is sampled as windows)");
+    // From here on the run is a number of steps; its checkpoints' config.yaml says so.
+    const int64_t global = t.micro_batch * grid_.dp * t.grad_accum;
+    cfg_.train.steps = static_cast<int64_t>(
+        std::ceil(cfg_.train.epochs * static_cast<double>(sft_->num_train_rows()) / static_cast<double>(global)));
+    cfg_.train.epochs = 0;
+  }
 }
 
-std::vector<torch::Tensor> Trainer::batches_for(int64_t step) const {
+std::vector<Batch> Trainer::batches_for(int64_t step) const {
   const auto& t = cfg_.train;
-  std::vector<torch::Tensor> out;
+  std::vector<Batch> out;
+  const bool cuda = built_.device.is_cuda();
+  auto to_device = [&](const torch::Tensor& x) {
+    return cuda && x.defined() ? x.pin_memory().to(built_.device, /*non_blocking=*/true) : x;
+  };
   for (int64_t a = 0; a < t.grad_accum; ++a) {
-    // Global batch `step` holds micro_batch × dp × grad_accum windows; this rank takes its block.
+    // Global batch `step` holds micro_batch × dp × grad_accum sequences; this rank takes its block.
     const int64_t first = (a * grid_.dp + grid_.dp_rank) * t.micro_batch;
-    torch::Tensor b = data_->train_windows(static_cast<uint64_t>(t.seed), step, first, t.micro_batch, t.seq_len);
-    if (built_.device.is_cuda()) b = b.pin_memory().to(built_.device, /*non_blocking=*/true);
+    Batch b;
+    if (sft_) {
+      const int64_t global = t.micro_batch * grid_.dp * t.grad_accum;
+      b = sft_->train_batch(static_cast<uint64_t>(t.seed), step * global + first, t.micro_batch);
+    } else {
+      const torch::Tensor w =
+          to_device(data_->train_windows(static_cast<uint64_t>(t.seed), step, first, t.micro_batch, t.seq_len));
+      b.x = w.narrow(1, 0, t.seq_len);
+      b.y = w.narrow(1, 1, t.seq_len);
+      b.counted = b.y.numel();
+    }
+    if (sft_) {
+      for (auto* x : {&b.x, &b.y, &b.positions, &b.segments}) *x = to_device(*x);
+    }
     out.push_back(b);
   }
   return out;
@@ -73,6 +140,7 @@ std::vector<torch::Tensor> Trainer::batches_for(int64_t step) const {
 
 StepResult Trainer::step() {
   const auto& t = cfg_.train;
+  if (fault_arg("step.wait_signal") == step_ + 1) wait_for_stop_signal();
   Ledger& ledger = *grid_.ledger;
   LedgerScope scope(ledger);
   const auto t0 = std::chrono::steady_clock::now();
@@ -82,7 +150,27 @@ StepResult Trainer::step() {
   torch::manual_seed(static_cast<uint64_t>(t.seed) * 1000003ull + static_cast<uint64_t>(grid_.dp_rank) * 7919ull +
                      static_cast<uint64_t>(step_) * 104729ull);
   sync_->zero_grad();
-  const std::vector<torch::Tensor> batches = next_step_ == step_ ? next_ : batches_for(step_);
+  const std::vector<Batch> batches = next_step_ == step_ ? next_ : batches_for(step_);
+  // Instruction data: the loss is the sum over counted targets divided by the step's global count
+  // of them (every micro batch, every DP rank), so one all-reduce of the counts comes first. Each
+  // rank's part is scaled by dp because the gradient sync averages over DP.
+  double loss_scale = 0;
+  int64_t global_inputs = 0, global_counted = 0;
+  if (sft_) {
+    int64_t counted = 0, inputs = 0;
+    for (const auto& b : batches) {
+      counted += b.counted;
+      inputs += b.x.numel();
+    }
+    torch::Tensor n = torch::tensor({static_cast<double>(counted), static_cast<double>(inputs)}, torch::kDouble)
+                          .to(built_.device);
+    ledger.set_phase("step");
+    grid_.dp_group->all_reduce(n, ReduceOp::Sum, "dp.counted_tokens");
+    n = n.cpu();
+    global_counted = static_cast<int64_t>(n[0].item<double>());
+    global_inputs = static_cast<int64_t>(n[1].item<double>());
+    loss_scale = static_cast<double>(grid_.dp) / static_cast<double>(std::max<int64_t>(1, global_counted));
+  }
   torch::Tensor loss_sum = torch::zeros({}, torch::TensorOptions().dtype(torch::kDouble).device(built_.device));
   std::vector<std::unique_ptr<PhaseTimer>> fwd, bwd;
   auto timer = [&](std::vector<std::unique_ptr<PhaseTimer>>& v) -> PhaseTimer* {
@@ -92,17 +180,23 @@ StepResult Trainer::step() {
     return v.back().get();
   };
   for (int64_t a = 0; a < t.grad_accum; ++a) {
-    const torch::Tensor& batch = batches[static_cast<size_t>(a)];
-    const torch::Tensor x = batch.narrow(1, 0, t.seq_len);
-    const torch::Tensor y = batch.narrow(1, 1, t.seq_len);
+    const Batch& batch = batches[static_cast<size_t>(a)];
     if (a == t.grad_accum - 1) sync_->arm_overlap();
     ledger.set_phase("fwd");
     PhaseTimer* f = timer(fwd);
-    torch::Tensor loss = lm_loss(built_.model->forward(x), y) / static_cast<double>(t.grad_accum);
+    torch::Tensor loss;
+    if (sft_) {
+      const std::optional<Packing> pk =
+          batch.segments.defined() ? std::optional<Packing>(make_packing(batch.positions, batch.segments)) : std::nullopt;
+      loss = lm_loss_sum(built_.model->forward(batch.x, nullptr, pk ? &*pk : nullptr), batch.y) * loss_scale;
+    } else {
+      loss = lm_loss(built_.model->forward(batch.x), batch.y) / static_cast<double>(t.grad_accum);
+    }
+    if (grid_.world_rank == 0 && fault_arg("step.nan") == step_ + 1) loss = loss * std::nan("");
     if (f) f->stop();
     ledger.set_phase("bwd");
     PhaseTimer* b = timer(bwd);
-    loss.backward();
+    (scaler_.enabled ? loss * scaler_.scale : loss).backward();
     if (b) b->stop();
     loss_sum += loss.detach().to(torch::kDouble);
   }
@@ -117,17 +211,43 @@ StepResult Trainer::step() {
   sync_->sync();
   StepResult r;
   r.step = step_;
-  if (t.grad_clip > 0) {
-    r.grad_norm = std::sqrt(sync_->grad_norm_sq());
-    if (r.grad_norm > t.grad_clip) {
+  // One small world all-reduce per step carries what every rank must agree on before the update:
+  // a stop signal, a non-finite local loss, and the squared gradient norm (NaN when any is).
+  const double local_loss = loss_sum.item<double>();
+  torch::Tensor control = torch::tensor({stop_signal() != 0 ? 1.0 : 0.0, std::isfinite(local_loss) ? 0.0 : 1.0,
+                                         sync_->local_grad_norm_sq()}, torch::kDouble);
+  ledger.set_phase("control");
+  grid_.world->all_reduce(control, ReduceOp::Sum, "world.control");
+  ledger.set_phase("step");
+  const double norm_sq = control[2].item<double>() * scaler_.inverse() * scaler_.inverse();
+  r.stop = control[0].item<double>() > 0;
+  r.grad_norm = std::sqrt(norm_sq);
+  r.lr = lr_at(step_, t.steps, t.warmup_steps, t.lr, t.min_lr_ratio);
+  const bool overflow = scaler_.enabled && control[1].item<double>() == 0 && !std::isfinite(norm_sq);
+  if (overflow) {
+    scaler_.update(false);  // fp16 gradients overflowed at this scale: skip, lower it, go on
+  } else if (control[1].item<double>() > 0 || !std::isfinite(norm_sq)) {
+    r.skipped = true;
+    ++skipped_total_;
+    ++skipped_in_row_;
+    r.fatal = t.nonfinite == NonFinite::Stop || skipped_in_row_ > t.max_skipped;
+  } else {
+    skipped_in_row_ = 0;
+    if (scaler_.enabled) {
+      for (auto& sh : sync_->optim_shards()) sh.grad.mul_(scaler_.inverse());
+      scaler_.update(true);
+    }
+    if (t.grad_clip > 0 && r.grad_norm > t.grad_clip) {
       const double scale = t.grad_clip / (r.grad_norm + 1e-6);
       for (auto& s : sync_->optim_shards()) s.grad.mul_(scale);
     }
+    auto shards = sync_->optim_shards();
+    opt_->step(shards, r.lr);
+    sync_->after_step();
   }
-  r.lr = lr_at(step_, t.steps, t.warmup_steps, t.lr, t.min_lr_ratio);
-  auto shards = sync_->optim_shards();
-  opt_->step(shards, r.lr);
-  sync_->after_step();
+  r.skipped_steps = skipped_total_;
+  r.scaler_skips = scaler_.skips;
+  r.loss_scale = scaler_.scale;
   if (u) u->stop();
   for (auto& x : fwd) r.forward_ms += x->ms();
   for (auto& x : bwd) r.backward_ms += x->ms();
@@ -136,14 +256,60 @@ StepResult Trainer::step() {
   grid_.dp_group->all_reduce(l, ReduceOp::Avg, "dp.loss");
   ledger.set_phase("other");
   r.loss = l.item<double>();
-  r.tokens = t.micro_batch * t.grad_accum * grid_.dp * t.seq_len;
+  r.tokens = sft_ ? global_inputs : t.micro_batch * t.grad_accum * grid_.dp * t.seq_len;
+  r.counted = sft_ ? global_counted : r.tokens;
   r.ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   r.comm = scope.records();
-  ++step_;
+  if (!r.fatal) ++step_;  // a fatal step leaves the last good state at step_ for the checkpoint
   return r;
 }
 
-EvalResult Trainer::evaluate() { return evaluate_model(built_.model, *data_, cfg_.train, grid_, built_.device); }
+EvalResult Trainer::evaluate() {
+  if (sft_) return evaluate_model(built_.model, *sft_, cfg_.train, grid_, built_.device);
+  return evaluate_model(built_.model, *data_, cfg_.train, grid_, built_.device);
+}
+
+namespace {
+EvalResult finish_eval(double loss_sum, double tokens, ProcessGrid& grid, torch::Device device) {
+  torch::Tensor acc = torch::tensor({loss_sum, tokens}, torch::kDouble).to(device);
+  grid.dp_group->all_reduce(acc, ReduceOp::Sum, "dp.eval");
+  acc = acc.cpu();
+  grid.ledger->set_phase("other");
+  EvalResult r;
+  r.tokens = static_cast<int64_t>(acc[1].item<double>());
+  r.loss = acc[0].item<double>() / acc[1].item<double>();
+  if (!std::isfinite(r.loss)) {
+    throw FileError("evaluation: the held-out loss is not finite (" + std::to_string(r.loss) +
+                    "): the model's weights or the checkpoint hold NaN or Inf");
+  }
+  r.perplexity = std::exp(r.loss);
+  return r;
+}
+}  // namespace
+
+EvalResult evaluate_model(Transformer& model, const SftDataset& data, const TrainOptions& t, ProcessGrid& grid,
+                          torch::Device device) {
+  torch::NoGradGuard no_grad;
+  model->eval();
+  grid.ledger->set_phase("eval");
+  int64_t rows = data.num_eval_rows();
+  if (t.eval_windows > 0) rows = std::min(rows, t.eval_windows);
+  if (rows == 0) {
+    throw FileError("data.path: no held-out example (data.val_fraction of every file's " +
+                    std::to_string(data.stats().examples) + " examples rounds down to none; files: " +
+                    (data.files().empty() ? "?" : data.files().front()) + (data.files().size() > 1 ? ", ..." : "") + ")");
+  }
+  double loss_sum = 0, counted = 0;
+  for (int64_t i = grid.dp_rank * t.micro_batch; i < rows; i += grid.dp * t.micro_batch) {
+    const Batch b = data.eval_batch(i, std::min<int64_t>(t.micro_batch, rows - i));
+    const std::optional<Packing> pk = b.segments.defined()
+                                          ? std::optional<Packing>(make_packing(b.positions.to(device), b.segments.to(device)))
+                                          : std::nullopt;
+    loss_sum += lm_loss_sum(model->forward(b.x.to(device), nullptr, pk ? &*pk : nullptr), b.y.to(device)).item<double>();
+    counted += static_cast<double>(b.counted);
+  }
+  return finish_eval(loss_sum, counted, grid, device);
+}
 
 EvalResult evaluate_model(Transformer& model, const TokenDataset& data, const TrainOptions& t, ProcessGrid& grid,
                           torch::Device device) {
@@ -171,19 +337,7 @@ EvalResult evaluate_model(Transformer& model, const TokenDataset& data, const Tr
     loss_tokens += lm_loss(model->forward(x), y).item<double>() * k;
     tokens += k;
   }
-  torch::Tensor acc = torch::tensor({loss_tokens, tokens}, torch::kDouble).to(device);
-  grid.dp_group->all_reduce(acc, ReduceOp::Sum, "dp.eval");
-  acc = acc.cpu();
-  grid.ledger->set_phase("other");
-  EvalResult r;
-  r.tokens = static_cast<int64_t>(acc[1].item<double>());
-  r.loss = acc[0].item<double>() / acc[1].item<double>();
-  if (!std::isfinite(r.loss)) {
-    throw FileError("evaluation: the held-out loss is not finite (" + std::to_string(r.loss) +
-                    "): the model's weights or the checkpoint hold NaN or Inf");
-  }
-  r.perplexity = std::exp(r.loss);
-  return r;
+  return finish_eval(loss_tokens, tokens, grid, device);
 }
 
 void Trainer::save_checkpoint(const std::string& root) { ds::save_checkpoint(*this, root); }

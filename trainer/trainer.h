@@ -7,11 +7,13 @@
 #include <string>
 #include <vector>
 
-#include "core/token_dataset.h"
+#include "data/sft_dataset.h"
+#include "data/token_dataset.h"
 #include "dist/grad_sync.h"
 #include "dist/process_grid.h"
 #include "trainer/adamw.h"
 #include "trainer/model_builder.h"
+#include "trainer/loss_scaler.h"
 #include "trainer/run_config.h"
 
 namespace ds {
@@ -19,10 +21,22 @@ namespace ds {
 struct StepResult {
   int64_t step = 0;
   double loss = 0;       // mean over the global batch's tokens
-  double grad_norm = 0;  // before clipping (0 when clipping is off)
+  double grad_norm = 0;  // before clipping
+  // From the step's control all-reduce, alike on every rank: a stop signal reached some rank;
+  // the loss or gradient norm was NaN or Inf, so the optimizer step was skipped; and with
+  // `fatal`, past train.max_skipped (or under train.nonfinite: stop) the run must end.
+  bool stop = false;
+  bool skipped = false;
+  bool fatal = false;
+  int64_t skipped_steps = 0;  // skipped so far in this process
+  // fp16 base on CUDA: steps skipped by the loss scaler for overflowing gradients (apart from
+  // skipped_steps, not counted against train.max_skipped), and the scale after this step.
+  int64_t scaler_skips = 0;
+  double loss_scale = 1.0;
   double lr = 0;
   double ms = 0;         // this rank's wall time of the step
   int64_t tokens = 0;    // global: every rank's tokens of this step
+  int64_t counted = 0;   // global: targets counted in the loss (instruction data: responses only)
   std::vector<CommRecord> comm;
   // With TrainerOptions::time_phases: the device time of the forward passes, the backward passes
   // and the update (gradient sync, clipping, AdamW), measured with CUDA events on a GPU.
@@ -32,7 +46,7 @@ struct StepResult {
 struct EvalResult {
   double loss = 0;
   double perplexity = 0;
-  int64_t tokens = 0;  // held-out tokens scored, over every DP rank
+  int64_t tokens = 0;  // held-out tokens scored (instruction data: counted targets), over every DP rank
 };
 
 struct TrainerOptions {
@@ -62,24 +76,28 @@ class Trainer {
   GradSync& grad_sync() { return *sync_; }
   FlatAdamW& optimizer() { return *opt_; }
   ProcessGrid& grid() { return grid_; }
-  const TokenDataset& data() const { return *data_; }
+  const TokenDataset& data() const { return *data_; }  // text runs
+  const SftDataset* sft() const { return sft_.get(); }  // data.format jsonl, else null
   const std::vector<std::pair<std::string, torch::Tensor>>& trainable() const { return trainable_; }
 
  private:
-  // Micro-batches [micro_batch, seq_len + 1] of global batch `step` for this rank, on the device.
-  std::vector<torch::Tensor> batches_for(int64_t step) const;
+  // Micro-batches of global batch `step` for this rank, on the device.
+  std::vector<Batch> batches_for(int64_t step) const;
 
   RunConfig cfg_;
   ProcessGrid& grid_;
   BuiltModel built_;
   std::unique_ptr<TokenDataset> data_;
+  std::unique_ptr<SftDataset> sft_;
   std::unique_ptr<GradSync> sync_;
   std::unique_ptr<FlatAdamW> opt_;
   std::vector<std::pair<std::string, torch::Tensor>> trainable_;
-  std::vector<torch::Tensor> next_;  // the next step's batches, prepared while the device computes
+  std::vector<Batch> next_;  // the next step's batches, prepared while the device computes
   int64_t next_step_ = -1;
   int64_t step_ = 0;
   bool time_phases_ = false;
+  int64_t skipped_total_ = 0, skipped_in_row_ = 0;
+  LossScaler scaler_;
 };
 
 // Held-out loss of `model` on `data`'s evaluation windows (train.eval_windows of them, split over
@@ -89,5 +107,11 @@ EvalResult evaluate_model(Transformer& model, const TokenDataset& data, const Tr
 
 // data.path through data.tokenizer (the builder's tokenizer), split into training and held-out.
 TokenDataset load_dataset(const RunConfig& cfg, const std::optional<BpeTokenizer>& tokenizer);
+// data.format jsonl: records through data.template into masked examples.
+SftDataset load_sft_dataset(const RunConfig& cfg, const std::optional<BpeTokenizer>& tokenizer);
+Codec codec_for(const RunConfig& cfg, const std::optional<BpeTokenizer>& tokenizer);
+// Held-out loss over the counted targets of the held-out examples (train.eval_windows sequences, 0: all).
+EvalResult evaluate_model(Transformer& model, const SftDataset& data, const TrainOptions& t, ProcessGrid& grid,
+                          torch::Device device);
 
 }  // namespace ds

@@ -9,6 +9,7 @@
 #include "trainer/comm_report.h"
 #include "trainer/commands/cli.h"
 #include "trainer/device_stats.h"
+#include "trainer/memory_model.h"
 #include "trainer/memory_stats.h"
 #include "trainer/metrics.h"
 #include "trainer/trainer.h"
@@ -69,6 +70,8 @@ int cmd_bench_step(int argc, char** argv) {
   }
   if (ms.empty() || ds.empty()) throw UsageError("--methods and --dtypes need at least one entry");
   ProcessGrid grid = make_grid(grid_options(base));
+  // On the CPU, tensor storage is counted exactly (peak_alloc_mib) beside the process's peak RSS.
+  if (base.train.device == Device::Cpu) count_cpu_allocations();
   Json out = Json::object();
   if (!args.json) {
     print0("# bench step: %s, world %d (dp %d x tp %d), micro_batch %lld x seq %lld x grad_accum %lld, %s, "
@@ -76,8 +79,8 @@ int cmd_bench_step(int argc, char** argv) {
            args.config.c_str(), grid.world_size, grid.dp, grid.tp, static_cast<long long>(base.train.micro_batch),
            static_cast<long long>(base.train.seq_len), static_cast<long long>(base.train.grad_accum),
            enum_name(base.train.device), steps);
-    print0("%-6s %-8s %12s %10s %12s %9s %9s %9s %9s %12s %10s %8s\n", "dtype", "method", "trainable", "step_ms",
-           "tokens/s", "comm_frac", "fwd_ms", "bwd_ms", "upd_ms", "optim_state", "peak_MiB", "mfu_4n");
+    print0("%-6s %-8s %12s %10s %12s %9s %9s %9s %9s %12s %10s %10s %8s\n", "dtype", "method", "trainable", "step_ms",
+           "tokens/s", "comm_frac", "fwd_ms", "bwd_ms", "upd_ms", "optim_state", "peak_MiB", "est_MiB", "mfu_4n");
   }
   for (DType dt : ds) {
     Json per = Json::object();
@@ -85,6 +88,13 @@ int cmd_bench_step(int argc, char** argv) {
       RunConfig cfg = base;
       cfg.peft.method = m;
       cfg.model.dtype = dt;
+      // The estimate (trainer/memory_model.h) of this case, before anything is built; on the CPU
+      // plus this process's resident memory before the model exists (LibTorch, MPI, the previous
+      // case's leftovers), measured here, since peak RSS includes it.
+      const MemoryEstimate est = estimate_memory(cfg, grid.dp);
+      const double baseline_mib = rss_mib();
+      const int64_t live0 = cpu_live_bytes();
+      reset_cpu_peak();
       reset_peak_rss();
       TrainerOptions to;
       to.random_data = random_data;
@@ -120,6 +130,15 @@ int cmd_bench_step(int argc, char** argv) {
       j["optimizer_state_bytes"] = s.optimizer().state_bytes();
       j["peak_rss_mib"] = rss;
       j["peak_gpu_mem_gib"] = gpu;
+      const double mib = 1024.0 * 1024.0;
+      const bool cpu = cfg.train.device == Device::Cpu;
+      j["estimate_mib"] = static_cast<double>(est.total_bytes) / mib + (cpu ? baseline_mib : 0.0);
+      j["estimate"] = est.to_json();
+      if (cpu) {
+        j["baseline_rss_mib"] = all_ranks_max(baseline_mib);
+        j["peak_alloc_mib"] = all_ranks_max(static_cast<double>(cpu_peak_bytes() - live0) / mib);
+        j["estimate_alloc_mib"] = static_cast<double>(est.total_bytes) / mib;
+      }
       j["mfu_6n"] = 6.0 * n * tok_s / (peak_tflops * 1e12);
       j["mfu_4n"] = 4.0 * n * tok_s / (peak_tflops * 1e12);
       j["steps"] = steps;
@@ -127,11 +146,12 @@ int cmd_bench_step(int argc, char** argv) {
       j["device"] = enum_name(cfg.train.device);
       per[enum_name(m)] = j;
       if (!args.json) {
-        print0("%-6s %-8s %12lld %10.1f %12.0f %9.3f %9.1f %9.1f %9.1f %12s %10.1f %8.3f\n", enum_name(dt), enum_name(m),
-               static_cast<long long>(s.report().trainable_params), t.step_ms, tok_s, t.comm_fraction,
+        print0("%-6s %-8s %12lld %10.1f %12.0f %9.3f %9.1f %9.1f %9.1f %12s %10.1f %10.1f %8.3f\n", enum_name(dt),
+               enum_name(m), static_cast<long long>(s.report().trainable_params), t.step_ms, tok_s, t.comm_fraction,
                j["forward_ms"].get<double>(), j["backward_ms"].get<double>(), j["update_ms"].get<double>(),
                human_bytes(static_cast<double>(s.optimizer().state_bytes())).c_str(),
-               cfg.train.device == Device::Cuda ? gpu * 1024.0 : rss, j["mfu_4n"].get<double>());
+               cfg.train.device == Device::Cuda ? gpu * 1024.0 : rss, j["estimate_mib"].get<double>(),
+               j["mfu_4n"].get<double>());
       }
     }
     out[enum_name(dt)] = per;

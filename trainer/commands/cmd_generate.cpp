@@ -9,6 +9,7 @@
 #include "core/generate.h"
 #include "core/model_io.h"
 #include "core/tokenizer.h"
+#include "data/templates.h"
 #include "dist/mpi_env.h"
 #include "trainer/checkpoint.h"
 #include "trainer/commands/cli.h"
@@ -19,7 +20,7 @@ namespace ds {
 
 int cmd_generate(int argc, char** argv) {
   CommonArgs args;
-  std::string model_dir, checkpoint, prompt, prompt_ids, tokenizer_path;
+  std::string model_dir, checkpoint, prompt, prompt_ids, tokenizer_path, template_name;
   SamplingOptions opt;
   bool greedy = false;
   double temperature = 0;
@@ -32,6 +33,8 @@ int cmd_generate(int argc, char** argv) {
       "prompt", po::value<std::string>(&prompt), "prompt text (the tokenizer's, or bytes for 256-token vocabularies)")(
       "tokenizer", po::value<std::string>(&tokenizer_path), "tokenizer.json (default: the model directory's, if any)")(
       "prompt-ids", po::value<std::string>(&prompt_ids), "prompt token ids, comma separated")(
+      "template", po::value<std::string>(&template_name),
+      "plain | chatml | llama3 | alpaca: the prompt as a user turn, the answer until the end of the response")(
       "max-new-tokens", po::value<int64_t>(&opt.max_new_tokens), "tokens to generate (default 32)")(
       "greedy", po::bool_switch(&greedy), "argmax decoding (the default unless --temperature is given)")(
       "temperature", po::value<double>(&temperature), "sample with this temperature")(
@@ -40,11 +43,20 @@ int cmd_generate(int argc, char** argv) {
       "dtype", po::value<std::string>(&dtype), "the base's type in memory: fp32, bf16, fp16 (default: the checkpoint's, else fp32)")(
       "device", po::value<std::string>(&device), "cpu or cuda (default: the checkpoint's, else cpu)");
   const std::string usage =
-      "deltashard generate --model DIR [--checkpoint DIR] (--prompt TEXT | --prompt-ids 1,2,3) --max-new-tokens N "
+      "deltashard generate --model DIR [--checkpoint DIR] (--prompt TEXT [--template NAME] | --prompt-ids 1,2,3) "
+      "--max-new-tokens N "
       "[--greedy | --temperature T --top-k K] [--json]";
   if (!parse_args(argc, argv, desc, args, false, usage)) return 0;
   if (model_dir.empty()) throw UsageError("--model is required (usage: " + usage + ")");
   if (prompt.empty() == prompt_ids.empty()) throw UsageError("give exactly one of --prompt or --prompt-ids");
+  std::optional<Template> chat_template;
+  if (!template_name.empty()) {
+    chat_template = enum_from<Template>(template_name);
+    if (!chat_template) {
+      throw UsageError("--template: '" + template_name + "' is not one of " + join_choices(enum_choices<Template>()));
+    }
+    if (prompt.empty()) throw UsageError("--template renders --prompt; it does not apply to --prompt-ids");
+  }
   if (greedy && (temperature > 0 || top_k > 0)) throw UsageError("--greedy excludes --temperature and --top-k");
   if (top_k < 0) throw UsageError("--top-k must be >= 0");
   if (opt.max_new_tokens < 1) throw UsageError("--max-new-tokens must be >= 1, got " + std::to_string(opt.max_new_tokens));
@@ -88,10 +100,20 @@ int cmd_generate(int argc, char** argv) {
                        std::to_string(mc.vocab_size));
     }
   }
-  const bool bytes = !tok && mc.vocab_size == kByteVocab;
-  auto to_text = [&](const std::vector<int64_t>& t) { return tok ? bpe_decode(*tok, t) : decode_bytes(t); };
+  // Byte-level: 256 tokens, or more with end-of-text at 256 (instruction fine-tuning's bases).
+  const bool bytes = !tok && (mc.vocab_size == kByteVocab || (chat_template && mc.vocab_size > kByteVocab));
+  const Codec codec{tok ? &*tok : nullptr, mc.vocab_size, tok ? tokenizer_path : "bytes"};
+  auto to_text = [&](const std::vector<int64_t>& t) { return tok ? bpe_decode(*tok, t) : codec.decode(t); };
   std::vector<int64_t> ids;
-  if (!prompt.empty()) {
+  if (chat_template) {
+    if (!tok && !bytes) throw UsageError("--template needs a tokenizer.json or a byte-level model (vocab_size 256 or more)");
+    try {
+      ids = encode_pieces(render_prompt(*chat_template, prompt), codec, *chat_template, false).ids;
+      opt.stop_id = codec.end_of_response(*chat_template);
+    } catch (const ConfigError& e) {
+      throw UsageError(std::string("--template: ") + e.what());
+    }
+  } else if (!prompt.empty()) {
     if (tok) {
       ids = add_special_tokens(*tok, bpe_encode(*tok, prompt));  // LLaMA 3: <|begin_of_text|> first
     } else if (bytes) {
@@ -115,11 +137,14 @@ int cmd_generate(int argc, char** argv) {
   for (int64_t t : out) toks.push_back(t);
   j["ids"] = toks;
   j["prompt_tokens"] = static_cast<int64_t>(ids.size());
-  if (tok || bytes) j["text"] = to_text(out);
+  const bool ended = opt.stop_id >= 0 && !out.empty() && out.back() == opt.stop_id;
+  if (chat_template) j["ended"] = ended;  // the response ended with the template's end token
+  if (tok || bytes) j["text"] = to_text(ended ? std::vector<int64_t>(out.begin(), out.end() - 1) : out);
   if (args.json) {
     print0("%s\n", json_line(j).c_str());
   } else if (tok || bytes) {
-    write0((prompt.empty() ? to_text(ids) : prompt) + to_text(out) + "\n");
+    write0(chat_template ? j["text"].get<std::string>() + (ended ? "" : " [no end of response]") + "\n"
+                         : (prompt.empty() ? to_text(ids) : prompt) + to_text(out) + "\n");
   } else {
     std::string s2;
     for (int64_t t : out) s2 += (s2.empty() ? "" : ",") + std::to_string(t);

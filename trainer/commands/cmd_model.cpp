@@ -9,6 +9,8 @@
 #include "dist/tp_gather.h"
 #include "trainer/checkpoint.h"
 #include "trainer/commands/cli.h"
+#include "trainer/memory_model.h"
+#include "trainer/memory_stats.h"
 #include "trainer/metrics.h"
 #include "trainer/trainer.h"
 
@@ -34,12 +36,14 @@ int cmd_eval(int argc, char** argv) {
   if (merged) {
     for (auto& [name, layer] : lora_layers(b.model)) layer->merge();
   }
-  const TokenDataset data = load_dataset(cfg, b.tokenizer);
-  const EvalResult e = evaluate_model(b.model, data, cfg.train, grid, b.device);
+  const EvalResult e = cfg.data.format == DataFormat::Jsonl
+                           ? evaluate_model(b.model, load_sft_dataset(cfg, b.tokenizer), cfg.train, grid, b.device)
+                           : evaluate_model(b.model, load_dataset(cfg, b.tokenizer), cfg.train, grid, b.device);
   Json j = Json::object();
   j["eval_loss"] = e.loss;
   j["perplexity"] = e.perplexity;
   j["eval_tokens"] = e.tokens;
+  if (cfg.data.format == DataFormat::Jsonl) j["counted_tokens"] = e.tokens;
   j["merged"] = merged;
   j["dtype"] = enum_name(cfg.model.dtype);
   j["device"] = enum_name(cfg.train.device);
@@ -122,17 +126,65 @@ int cmd_convert(int argc, char** argv) {
   return 0;
 }
 
+namespace {
+// inspect --memory: the per-rank estimate of trainer/memory_model.h as a table or JSON.
+void print_memory(const RunConfig& cfg, int dp, bool json) {
+  // This process's resident memory before any model exists: what LibTorch, MPI and the program
+  // take by themselves (host memory; a CPU run's peak RSS includes it).
+  const double baseline = rss_mib();
+  const MemoryEstimate e = estimate_memory(cfg, dp);
+  if (json) {
+    Json j = e.to_json();
+    j["process_baseline_bytes"] = static_cast<int64_t>(baseline * 1024 * 1024);
+    print0("%s\n", json_line(j).c_str());
+    return;
+  }
+  const auto mib = [](int64_t b) { return static_cast<double>(b) / (1024.0 * 1024.0); };
+  print0("# memory per rank: %s, tp %d, dp %d, zero %d, %s base computing in %s on %s, micro_batch %lld x seq %lld, "
+         "attention %s, recompute %s\n",
+         cfg.file.c_str(), e.tp, e.dp, cfg.parallel.zero, e.dtype.c_str(), e.compute.c_str(),
+         enum_name(cfg.train.device), static_cast<long long>(e.micro_batch), static_cast<long long>(e.seq_len),
+         e.attention.c_str(), e.recompute ? "layer" : "none");
+  print0("%-34s %14s %12s\n", "term", "bytes", "MiB");
+  const std::pair<const char*, int64_t> rows[] = {
+      {"frozen weights", e.frozen_bytes},        {"trainable parameters (fp32)", e.trainable_bytes},
+      {"gradients (fp32)", e.grad_bytes},        {"optimizer state (AdamW, fp32)", e.optimizer_bytes},
+      {"activations (peak, one micro-batch)", e.activation_bytes}, {"total", e.total_bytes}};
+  for (const auto& [name, b] : rows) print0("%-34s %14lld %12.1f\n", name, static_cast<long long>(b), mib(b));
+  const auto& a = e.activations;
+  print0("\nactivations: kept per block %.1f MiB (all blocks %.1f MiB), head and loss %.1f MiB, loss backward +%.1f MiB, "
+         "block backward +%.1f MiB\n",
+         mib(a.block_saved), mib(a.blocks_saved), mib(a.head_saved), mib(a.loss_transient), mib(a.block_transient));
+  print0("activations by train.recompute: none %.1f MiB, layer %.1f MiB\n", mib(e.activation_bytes_keep),
+         mib(e.activation_bytes_recompute));
+  print0("process baseline (this process before any model: LibTorch, MPI): %.1f MiB of host memory, not in the total\n",
+         baseline);
+}
+}  // namespace
+
 int cmd_inspect(int argc, char** argv) {
   CommonArgs args;
-  bool resolved = false;
+  bool resolved = false, memory = false;
+  int dp = 1;
   po::options_description desc("deltashard inspect");
   add_common(desc, args, true);
   desc.add_options()("resolved", po::bool_switch(&resolved),
-                     "print the complete resolved run configuration (every key, defaults included, paths absolute)");
-  if (!parse_args(argc, argv, desc, args, true, "deltashard inspect CONFIG [--set k=v] [--resolved] [--json]")) return 0;
+                     "print the complete resolved run configuration (every key, defaults included, paths absolute)")(
+      "memory", po::bool_switch(&memory),
+      "estimate memory per rank: frozen weights, trainable parameters, gradients, optimizer state, activations")(
+      "dp", po::value<int>(&dp), "data-parallel size for --memory (ZeRO-1 divides optimizer state by it; default 1)");
+  if (!parse_args(argc, argv, desc, args, true,
+                  "deltashard inspect CONFIG [--set k=v] [--resolved | --memory [--dp N]] [--json]")) {
+    return 0;
+  }
+  if (dp < 1) throw UsageError("--dp must be >= 1");
   RunConfig cfg = load_run_config(args.config, args.overrides);
   if (resolved) {
     write0(dump_run_config(cfg));
+    return 0;
+  }
+  if (memory) {
+    print_memory(cfg, dp, args.json);
     return 0;
   }
   // Counts are of the whole model: an unsharded build on the meta device, which allocates nothing.

@@ -8,6 +8,7 @@
 #include "dist/mpi_env.h"
 #include "trainer/checkpoint.h"
 #include "trainer/commands/cli.h"
+#include "trainer/manifest.h"
 #include "core/dir_layout.h"
 #include "core/files.h"
 #include "trainer/trainer.h"
@@ -24,7 +25,7 @@ int cmd_export_peft(int argc, char** argv) {
   const std::string usage = "deltashard export-peft --checkpoint DIR --out DIR [--json]";
   if (!parse_args(argc, argv, desc, args, false, usage)) return 0;
   if (checkpoint.empty() || out.empty()) throw UsageError("--checkpoint and --out are required (usage: " + usage + ")");
-  const std::string ck = resolve_checkpoint(checkpoint);
+  const std::string ck = open_checkpoint(checkpoint);
   RunConfig cfg = parse_run_config(ck + "/config.yaml", {});
   cfg.data.tokenizer = "bytes";  // the adapter needs the model's shape and names, not its data
   if (cfg.peft.method != PeftMethod::Lora) {

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <map>
 
 #include "core/dir_layout.h"
@@ -10,7 +11,9 @@
 #include "dist/mpi_env.h"
 #include "trainer/comm_report.h"
 #include "trainer/commands/cli.h"
+#include "trainer/manifest.h"
 #include "trainer/metrics.h"
+#include "trainer/stop_signals.h"
 #include "trainer/trainer.h"
 
 namespace ds {
@@ -23,8 +26,14 @@ Json step_record(const StepResult& r) {
   j["lr"] = r.lr;
   j["tokens_per_s"] = r.ms > 0 ? r.tokens / (r.ms / 1000.0) : 0.0;
   j["grad_norm"] = r.grad_norm;
+  j["skipped_steps"] = r.skipped_steps;
+  if (r.loss_scale != 1.0 || r.scaler_skips > 0) {
+    j["scaler_skips"] = r.scaler_skips;
+    j["loss_scale"] = r.loss_scale;
+  }
   j["step_ms"] = r.ms;
   j["tokens"] = r.tokens;
+  j["counted_tokens"] = r.counted;
   j["comm"] = comm_json(r.comm);
   return j;
 }
@@ -33,11 +42,19 @@ Json step_record(const StepResult& r) {
 int cmd_train(int argc, char** argv) {
   CommonArgs args;
   std::string out, resume;
+  int64_t stop_after = -1;
   po::options_description desc("deltashard train");
   add_common(desc, args, true);
   desc.add_options()("out", po::value<std::string>(&out), "checkpoint directory (default: checkpoint.dir)")(
-      "resume", po::value<std::string>(&resume), "continue from this checkpoint directory");
-  if (!parse_args(argc, argv, desc, args, true, "deltashard train CONFIG [--set k=v] [--out DIR] [--resume DIR] [--json]")) return 0;
+      "resume", po::value<std::string>(&resume),
+      "continue from this checkpoint directory; auto: from the newest valid one in checkpoint.dir, or start "
+      "fresh when there is none (a directory named auto: ./auto)")(
+      "stop-after", po::value<int64_t>(&stop_after), "stop and checkpoint after this step (train.stop_after)");
+  if (!parse_args(argc, argv, desc, args, true,
+                  "deltashard train CONFIG [--set k=v] [--out DIR] [--resume DIR|auto] [--stop-after N] [--json]")) {
+    return 0;
+  }
+  if (stop_after >= 0) args.overrides.push_back("train.stop_after=" + std::to_string(stop_after));
 
   RunConfig cfg = load_run_config(args.config, args.overrides);
   if (cfg.peft.method == PeftMethod::None) {
@@ -45,7 +62,23 @@ int cmd_train(int argc, char** argv) {
                       "generate take none)");
   }
   if (!out.empty()) cfg.checkpoint.dir = absolute_path(out);
+  // Before the first collective: a preemption during setup is seen at the first step.
+  install_stop_signals(cfg.train.stop_signals);
   ProcessGrid grid = make_grid(grid_options(cfg));
+  if (resume == "auto") {
+    if (cfg.checkpoint.dir.empty()) {
+      throw UsageError("--resume auto: no checkpoint directory to resume from (set checkpoint.dir or --out)");
+    }
+    const bool rank0 = grid.world_rank == 0;
+    const auto chosen = resume_auto(cfg.checkpoint.dir, [&](const std::string& m) {
+      if (rank0) std::fprintf(stderr, "deltashard: warning: %s\n", m.c_str());
+    });
+    resume = chosen.value_or("");
+    if (rank0 && !args.json) {
+      std::printf("%s\n", chosen ? ("resuming from " + *chosen).c_str()
+                                 : ("no checkpoint in " + cfg.checkpoint.dir + ": starting fresh").c_str());
+    }
+  }
   const LedgerScope whole_run(*grid.ledger);  // every collective of the run, for the closing totals
   // Refuse an output path that is not ours before an hour of training, not after.
   if (!cfg.checkpoint.dir.empty() && grid.world_rank == 0) {
@@ -68,10 +101,20 @@ int cmd_train(int argc, char** argv) {
                 enum_name(s.config().train.device), grid.world_size, grid.dp, grid.tp,
                 human_count(rep.trainable_params).c_str(), human_count(rep.total_params).c_str(),
                 100.0 * rep.trainable_params / std::max<int64_t>(1, rep.total_params));
-    std::printf("data: %zu files, %s train / %s held-out tokens | global batch %lld x %lld tokens\n",
-                s.data().files().size(), human_count(s.data().train_tokens()).c_str(),
-                human_count(s.data().val_tokens()).c_str(),
-                static_cast<long long>(t.micro_batch * grid.dp * t.grad_accum), static_cast<long long>(t.seq_len));
+    if (const SftDataset* d = s.sft()) {
+      const SftStats& st = d->stats();
+      std::printf("data: %zu files, %lld examples (%lld held out), %lld tokens, %lld counted, %lld dropped, %lld "
+                  "truncated | global batch %lld x %lld tokens\n",
+                  d->files().size(), static_cast<long long>(st.examples), static_cast<long long>(st.val_examples),
+                  static_cast<long long>(st.tokens), static_cast<long long>(st.counted),
+                  static_cast<long long>(st.dropped), static_cast<long long>(st.truncated),
+                  static_cast<long long>(t.micro_batch * grid.dp * t.grad_accum), static_cast<long long>(t.seq_len));
+    } else {
+      std::printf("data: %zu files, %s train / %s held-out tokens | global batch %lld x %lld tokens\n",
+                  s.data().files().size(), human_count(s.data().train_tokens()).c_str(),
+                  human_count(s.data().val_tokens()).c_str(),
+                  static_cast<long long>(t.micro_batch * grid.dp * t.grad_accum), static_cast<long long>(t.seq_len));
+    }
     std::fflush(stdout);
   }
 
@@ -95,9 +138,16 @@ int cmd_train(int argc, char** argv) {
   double tokens = 0;
   std::vector<double> step_ms, comm_ms;
   CommTotals dp_per_step, tp_per_step;
-  int64_t counted = 0;
+  int64_t counted = 0, skipped_steps = 0;
+  // Saves the state at the current step and says where, for the runs that end early.
+  auto save_now = [&]() -> std::string {
+    if (s.config().checkpoint.dir.empty()) return "no checkpoint.dir: nothing was saved";
+    s.save_checkpoint(s.config().checkpoint.dir);
+    return "checkpoint " + s.config().checkpoint.dir + "/" + step_dir_name(s.step_index());
+  };
   while (!s.done()) {
     const StepResult r = s.step();
+    skipped_steps = r.skipped_steps;
     metrics.write(step_record(r));
     tokens += static_cast<double>(r.tokens);
     step_ms.push_back(r.ms);
@@ -114,6 +164,35 @@ int cmd_train(int argc, char** argv) {
                   static_cast<long long>(done), static_cast<long long>(t.steps), r.loss, r.lr,
                   r.tokens / (r.ms / 1000.0), r.ms, c.comm_ms);
     progress.update(line, done % s.config().log.every == 0 || done == t.steps);
+    if (r.fatal) {
+      progress.finish();
+      const std::string where = save_now();
+      throw std::runtime_error("step " + std::to_string(r.step + 1) + ": the loss or gradient norm is not finite (" +
+                               (t.nonfinite == NonFinite::Stop
+                                    ? std::string("train.nonfinite: stop")
+                                    : std::to_string(t.max_skipped + 1) + " skipped in a row, more than train.max_skipped " +
+                                          std::to_string(t.max_skipped)) +
+                               "); the last good state: " + where);
+    }
+    const bool stop_after_here = t.stop_after > 0 && done == t.stop_after;
+    if ((r.stop || stop_after_here) && done < t.steps) {
+      progress.finish();
+      const std::string where = save_now();
+      if (rank0) {
+        const std::string why = r.stop ? (stop_signal() ? "by " + signal_name(stop_signal()) : "by a stop signal on another rank")
+                                       : "at train.stop_after";
+        std::fprintf(stderr, "deltashard: stopped %s after step %lld of %lld; %s (continue with --resume auto)\n",
+                     why.c_str(), static_cast<long long>(done), static_cast<long long>(t.steps), where.c_str());
+        std::fflush(stderr);
+      }
+      // Under launch/run.sh the ranks exit 0 and the script returns 75 from this file: mpirun would
+      // meet a non-zero exit with a teardown that sleeps twice its grace.
+      if (const char* f = std::getenv("DELTASHARD_STATUS_FILE")) {
+        if (rank0) write_file_atomic(f, std::to_string(kExitStopped) + "\n");
+        return kExitOk;
+      }
+      return kExitStopped;
+    }
     if (t.eval_every > 0 && done % t.eval_every == 0 && done != t.steps) eval_and_log("");
     if (s.config().checkpoint.every > 0 && done % s.config().checkpoint.every == 0 && done != t.steps &&
         !s.config().checkpoint.dir.empty()) {
@@ -140,6 +219,7 @@ int cmd_train(int argc, char** argv) {
   j["dp"] = grid.dp;
   j["tp"] = grid.tp;
   j["steps"] = s.step_index() - first_step;
+  j["skipped_steps"] = skipped_steps;
   j["eval_loss_before"] = before.loss;
   j["eval_loss_after"] = after.loss;
   j["perplexity_after"] = after.perplexity;

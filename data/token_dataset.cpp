@@ -1,4 +1,4 @@
-#include "core/token_dataset.h"
+#include "data/token_dataset.h"
 
 #include <glob.h>
 #include <sys/stat.h>

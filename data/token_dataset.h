@@ -10,11 +10,26 @@
 #include <vector>
 
 #include "core/config_fields.h"
+#include "data/records.h"
+#include "data/templates.h"
 
 namespace ds {
 
+// auto: jsonl when the first data.path ends in .jsonl, else text (resolved by resolve_run_config).
+enum class DataFormat { Auto, Text, Jsonl };
+DS_ENUM_NAMES(DataFormat, {DataFormat::Auto, "auto"}, {DataFormat::Text, "text"}, {DataFormat::Jsonl, "jsonl"});
+// An example longer than train.seq_len + 1 tokens: dropped, or its prompt cut from the left.
+enum class Truncate { Drop, Left };
+DS_ENUM_NAMES(Truncate, {Truncate::Drop, "drop"}, {Truncate::Left, "left"});
+
 struct DataConfig {
   std::vector<std::string> paths;  // data.path: a string or a list; directories skip *.dat and links
+  DataFormat format = DataFormat::Auto;
+  Schema schema = Schema::Auto;          // jsonl: detected from each file's first record
+  Template chat_template = Template::Plain;
+  bool train_on_inputs = false;          // jsonl: prompts and scaffolding count in the loss too
+  Truncate truncate = Truncate::Drop;
+  bool packing = false;                  // jsonl: several examples per sequence
   double val_fraction = 0.1;
   // data.tokenizer: "auto" (model.path's tokenizer.json if there is one, else bytes), "bytes", or
   // the path of a tokenizer.json (byte-level BPE). A resolved run config holds bytes or a path.
@@ -24,6 +39,12 @@ struct DataConfig {
 template <class V>
 void describe(V& v, DataConfig& c) {
   v("path", c.paths, {});
+  v("format", c.format);
+  v("schema", c.schema);
+  v("template", c.chat_template);
+  v("train_on_inputs", c.train_on_inputs);
+  v("truncate", c.truncate);
+  v("packing", c.packing);
   v("val_fraction", c.val_fraction, 0.0, 0.9);
   v("tokenizer", c.tokenizer);
 }
