@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Multi-host runs on a pretend cluster of network namespaces (launch/netns_cluster.sh) through
-# launch/run.sh --netns (issue 17): DP 2 x TP 2 across two hosts against one host, a lost host, and
-# a resume on the surviving one. Exits 77 (ctest: skipped) without root, ip netns or unshare.
-# usage: multihost.sh CASE DELTASHARD CONFIG RUN_SH   (CASE: same_weights | lose_host | lose_host_resume)
+# launch/run.sh --netns (issue 17): DP 2 x TP 2 across two hosts against one host, a clean stop and
+# resume across them, a lost host, and a resume on the surviving one. Exits 77 (ctest: skipped)
+# without root, ip netns or unshare.
+# usage: multihost.sh CASE DELTASHARD CONFIG RUN_SH
+#   CASE: same_weights | sigterm_resume | lose_host | lose_host_resume
 set -uo pipefail
 case_=$1 D=$2 CONFIG=$3 RUN=$4
 here=$(cd "$(dirname "$0")" && pwd)
@@ -39,6 +41,9 @@ same_weights() {
   cmp "$1/$s/trainable.safetensors" "$2/$s/trainable.safetensors" || fail "$1 and $2 differ at $s"
   echo "bit-exact: $1/$s/trainable.safetensors == $2/$s/trainable.safetensors"
 }
+# Whether the JSONL log $1 has the record of step $2. (Slurped: jq 1.6 -e exits 0 on an empty file,
+# which the log is for a moment after it is created; a line being written fails to parse.)
+logged() { jq -se "any(.[]; .step == $2 and has(\"loss\"))" "$1" >/dev/null 2>&1; }
 # Bytes host 1 has sent into the bridge (its veth's peer there receives them).
 bridge_rx() { ip -n "$DS_NETNS_PREFIX-br" -j -s link show v1 | jq '.[0].stats64.rx.bytes'; }
 
@@ -48,8 +53,7 @@ lose_host() {
   DELTASHARD_FAULT=step.wait_signal:7 train_2hosts --out run --set checkpoint.every=3 \
     --set log.jsonl="$work/run.jsonl" >out.txt 2>err.txt &
   local pid=$! t0 t1 rc
-  until [[ -f run/step-00000006/deltashard.json ]] && jq -e 'select(.step == 6 and has("loss"))' run.jsonl \
-      >/dev/null 2>&1; do
+  until [[ -f run/step-00000006/deltashard.json ]] && logged run.jsonl 6; do
     kill -0 $pid 2>/dev/null || { cat err.txt; fail "the run ended before step 6"; }
     sleep 0.1
   done
@@ -102,6 +106,31 @@ same_weights)
   ;;
 
 lose_host) lose_host ;;
+
+sigterm_resume)
+  # run.sh's clean stop across hosts: SIGTERM to it while the run waits before step 5 stops every
+  # rank on both hosts after step 5 (exit 75); resumed across the hosts, it ends bit for bit as one
+  # host's uninterrupted run.
+  train_1host 4 --out ref --json >/dev/null || fail "one-host run"
+  DELTASHARD_FAULT=step.wait_signal:5 "$RUN" --netns --hosts "$A0:2,$A1:2" "$D" train "$CONFIG" "${ARGS[@]}" \
+    --out run --set log.jsonl="$work/run.jsonl" >out.txt 2>err.txt &
+  pid=$!
+  until logged run.jsonl 4; do
+    kill -0 $pid 2>/dev/null || { cat err.txt; fail "the run ended before step 4"; }
+    sleep 0.1
+  done
+  t0=$(date +%s.%N)
+  kill -TERM $pid
+  wait $pid; rc=$?
+  printf 'run.sh returned %d %.2f s after SIGTERM\n' $rc "$(bc <<<"$(date +%s.%N) - $t0")"
+  cat err.txt
+  [[ $rc == 75 ]] || fail "exit $rc after SIGTERM, expected 75"
+  grep -q "stopped by SIGUSR1 after step 5 of $STEPS" err.txt || fail "no stop message"
+  [[ -f run/step-00000005/deltashard.json && ! -e run/step-00000006 ]] || fail "not checkpoint 5 alone"
+  train_2hosts --out run --resume auto >resume.txt 2>&1 || { cat resume.txt; fail "resume across the hosts"; }
+  grep -q "resuming from $work/run/step-00000005" resume.txt || fail "resumed from another step"
+  same_weights ref run
+  ;;
 
 lose_host_resume)
   # (c) After (b), --resume auto on the surviving host at DP 1 x TP 2: from checkpoint 6 to the end,
