@@ -31,9 +31,10 @@ same_weights() {
   cmp "$1/$s/trainable.safetensors" "$2/$s/trainable.safetensors" || fail "$1 and $2 differ at $s"
   echo "bit-exact: $1/$s/trainable.safetensors == $2/$s/trainable.safetensors"
 }
-# Waits until the JSONL log $1 has a record of step $2, while process $3 lives.
+# Waits until the JSONL log $1 has a record of step $2, while process $3 lives. (Slurped: jq 1.6 -e
+# exits 0 on an empty file, which the log is for a moment after it is created.)
 wait_step() {
-  until [[ -f $1 ]] && jq -e "select(.step == $2 and has(\"loss\"))" "$1" >/dev/null 2>&1; do
+  until jq -se "any(.[]; .step == $2 and has(\"loss\"))" "$1" >/dev/null 2>&1; do
     kill -0 "$3" 2>/dev/null || fail "the run ended before step $2"
     sleep 0.1
   done
