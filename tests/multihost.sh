@@ -56,7 +56,7 @@ logged() { jq -se "any(.[]; .step == $2 and has(\"loss\"))" "$1" >/dev/null 2>&1
 bridge_rx() { ip -n "$DS_NETNS_PREFIX-br" -j -s link show v1 | jq '.[0].stats64.rx.bytes'; }
 
 # Kills every process of host 1 while the run is held before step 7 with checkpoint 6 complete;
-# the job must end within 60 s, non-zero, with run.sh's line naming host 1's ranks.
+# the job must end within 60 s with exit 137 and run.sh's line naming host 1's ranks.
 lose_host() {
   DELTASHARD_FAULT=step.wait_signal:7 train_2hosts --out run --set checkpoint.every=3 \
     --set log.jsonl="$work/run.jsonl" >out.txt 2>err.txt &
@@ -98,8 +98,8 @@ lose_host() {
   t1=$(date +%s.%N)
   cat err.txt
   printf 'the job ended %.2f s after host 1 was killed, exit %d\n' "$(bc <<<"$t1 - $t0")" $rc
-  [[ $rc != 0 ]] || fail "exit 0 after host 1 was lost"
-  grep -qx "run.sh: lost host $A1 ($NS1): ranks 2-3 ended by signal 9" err.txt || fail "no line naming ranks 2-3"
+  [[ $rc == 137 ]] || fail "exit $rc after host 1 was lost, expected 137 (128 + SIGKILL)"
+  grep -qx "run.sh: lost host $A1 ($NS1) with ranks 2-3: its daemon ended by signal 9" err.txt || fail "no line naming ranks 2-3"
   [[ -z $(ip netns pids "$NS0") ]] || fail "processes left on host 0: $(ip netns pids "$NS0" | tr '\n' ' ')"
 }
 
