@@ -64,6 +64,12 @@ if [[ -n $hosts ]]; then
   (( np <= total )) || die "-np $np is more than the $total slots of --hosts"
 fi
 np=${np:-1}
+if [[ $netns == 1 ]]; then
+  here=$(cd "$(dirname "$0")" && pwd)
+  export DS_NETNS_PREFIX=${DS_NETNS_PREFIX:-ds-host}
+  # Before any file is made: an address no namespace owns is a one-line error.
+  ns0=$("$here/netns_cluster.sh" ns "$first_host") || exit 2
+fi
 
 if [[ -n "${SLURM_JOB_ID:-}" && "${DELTASHARD_USE_SRUN:-0}" == 1 ]]; then
   exec srun --ntasks="$np" --kill-on-bad-exit=1 "$@"
@@ -98,9 +104,6 @@ if [[ $netns == 0 ]]; then
   # Shared-memory transport without kernel-assisted copies: works in containers without ptrace rights.
   args+=(--mca btl self,vader,tcp --mca btl_vader_single_copy_mechanism none)
 else
-  here=$(cd "$(dirname "$0")" && pwd)
-  export DS_NETNS_PREFIX=${DS_NETNS_PREFIX:-ds-host}
-  ns0=$("$here/netns_cluster.sh" ns "$first_host") || exit 2
   ifnet=${ifnet:-${DS_NETNS_SUBNET:-10.77.0}.0/24}
   # TCP only: the "hosts" share this machine's /dev/shm, and vader would carry the ranks of one
   # host past the network under test. The agent enters a host's namespace where ssh would log in.
