@@ -102,13 +102,13 @@ SftDataset SftDataset::from_examples(std::vector<Example> train, std::vector<Exa
   return d;
 }
 
-SftDataset SftDataset::load(const DataConfig& cfg, const Codec& codec, int64_t seq_len) {
+SftEncoded encode_sft(const DataConfig& cfg, const Codec& codec, int64_t seq_len) {
   if (cfg.paths.empty()) throw ConfigError("data.path: is required");
   codec.check(cfg.chat_template);
-  SftStats counts;
-  std::vector<Example> train, val;
-  const std::vector<std::string> files = expand_paths(cfg.paths);
-  for (const auto& f : files) {
+  SftEncoded out;
+  SftStats& counts = out.counts;
+  out.files = expand_paths(cfg.paths);
+  for (const auto& f : out.files) {
     Schema schema = cfg.schema;
     RecordCounts rc;
     const std::vector<Record> records = read_jsonl(f, schema, rc);
@@ -128,17 +128,27 @@ SftDataset SftDataset::load(const DataConfig& cfg, const Codec& codec, int64_t s
     }
     const auto n_val = static_cast<size_t>(static_cast<double>(kept.size()) * cfg.val_fraction);
     const size_t cut = kept.size() - n_val;
-    train.insert(train.end(), std::make_move_iterator(kept.begin()), std::make_move_iterator(kept.begin() + static_cast<std::ptrdiff_t>(cut)));
-    val.insert(val.end(), std::make_move_iterator(kept.begin() + static_cast<std::ptrdiff_t>(cut)), std::make_move_iterator(kept.end()));
+    out.train.insert(out.train.end(), std::make_move_iterator(kept.begin()), std::make_move_iterator(kept.begin() + static_cast<std::ptrdiff_t>(cut)));
+    out.val.insert(out.val.end(), std::make_move_iterator(kept.begin() + static_cast<std::ptrdiff_t>(cut)), std::make_move_iterator(kept.end()));
   }
-  if (train.empty()) {
-    throw FileError(files.front() + (files.size() > 1 ? ", ..." : "") + ": no training example left (" +
-                    std::to_string(counts.records) + " records, " + std::to_string(counts.skipped_empty) +
-                    " with empty responses, " + std::to_string(counts.dropped) + " longer than train.seq_len + 1 = " +
-                    std::to_string(seq_len + 1) + " tokens)");
+  return out;
+}
+
+SftDataset SftDataset::load(const DataConfig& cfg, const Codec& codec, int64_t seq_len) {
+  return from_encoded(encode_sft(cfg, codec, seq_len), seq_len, cfg.packing);
+}
+
+SftDataset SftDataset::from_encoded(SftEncoded e, int64_t seq_len, bool packing) {
+  const SftStats& counts = e.counts;
+  if (e.train.empty()) {
+    const auto& files = e.files;
+    throw FileError((files.empty() ? std::string("data.path") : files.front()) + (files.size() > 1 ? ", ..." : "") +
+                    ": no training example left (" + std::to_string(counts.records) + " records, " +
+                    std::to_string(counts.skipped_empty) + " with empty responses, " + std::to_string(counts.dropped) +
+                    " longer than train.seq_len + 1 = " + std::to_string(seq_len + 1) + " tokens)");
   }
-  SftDataset d = from_examples(std::move(train), std::move(val), seq_len, cfg.packing);
-  d.files_ = files;
+  SftDataset d = from_examples(std::move(e.train), std::move(e.val), seq_len, packing);
+  d.files_ = std::move(e.files);
   const SftStats s = d.stats_;
   d.stats_ = counts;
   d.stats_.examples = s.examples;

@@ -48,10 +48,20 @@ std::vector<Row> make_rows(const std::vector<Example>& examples, int64_t len, bo
 // Rows [n] -> a batch of n × (len - 1) positions.
 Batch make_batch(const std::vector<const Row*>& rows, bool packing);
 
+// The records of every file (format jsonl) as examples, before they become rows: the last
+// val_fraction of each file's examples held out. What data.cache_dir keeps.
+struct SftEncoded {
+  std::vector<Example> train, val;
+  SftStats counts;  // records, skipped_empty, dropped, truncated
+  std::vector<std::string> files;
+};
+SftEncoded encode_sft(const DataConfig& cfg, const Codec& codec, int64_t seq_len);
+
 class SftDataset {
  public:
-  // Reads every file (format jsonl), keeps the last val_fraction of each file's examples held out.
+  // encode_sft, then from_encoded.
   static SftDataset load(const DataConfig& cfg, const Codec& codec, int64_t seq_len);
+  static SftDataset from_encoded(SftEncoded e, int64_t seq_len, bool packing);
   static SftDataset from_examples(std::vector<Example> train, std::vector<Example> val, int64_t seq_len, bool packing);
 
   // Global sequences [first, first + count) of the run's stream (epoch after epoch).

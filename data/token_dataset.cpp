@@ -89,8 +89,9 @@ TokenDataset TokenDataset::load(const DataConfig& cfg, const BpeTokenizer* token
   return d;
 }
 
-TokenDataset TokenDataset::from_tokens(torch::Tensor train, torch::Tensor val) {
+TokenDataset TokenDataset::from_tokens(torch::Tensor train, torch::Tensor val, std::vector<std::string> files) {
   TokenDataset d;
+  d.files_ = std::move(files);
   d.train_ = train.to(torch::kLong);
   d.val_ = val.to(torch::kLong);
   return d;

@@ -34,6 +34,9 @@ struct DataConfig {
   // data.tokenizer: "auto" (model.path's tokenizer.json if there is one, else bytes), "bytes", or
   // the path of a tokenizer.json (byte-level BPE). A resolved run config holds bytes or a path.
   std::string tokenizer = "auto";
+  // data.cache_dir: where the tokenized dataset is kept (data/token_cache.h) when a tokenizer is
+  // used; "" (default): checkpoint.dir/.cache, none without a checkpoint.dir; "none": no cache.
+  std::string cache_dir;
 };
 
 template <class V>
@@ -47,6 +50,7 @@ void describe(V& v, DataConfig& c) {
   v("packing", c.packing);
   v("val_fraction", c.val_fraction, 0.0, 0.9);
   v("tokenizer", c.tokenizer);
+  v("cache_dir", c.cache_dir);
 }
 
 void parse_data_config(const YAML::Node& node, const Locator& where, DataConfig& cfg);
@@ -61,7 +65,7 @@ class TokenDataset {
   // Bytes as tokens without a tokenizer; the split into training and held-out text is made on
   // bytes, then each part is encoded.
   static TokenDataset load(const DataConfig& cfg, const BpeTokenizer* tokenizer = nullptr);
-  static TokenDataset from_tokens(torch::Tensor train, torch::Tensor val);
+  static TokenDataset from_tokens(torch::Tensor train, torch::Tensor val, std::vector<std::string> files = {});
 
   // [count, seq_len + 1] int64: the sequences global[first .. first+count) of batch `step`.
   torch::Tensor train_windows(uint64_t seed, int64_t step, int64_t first, int64_t count, int64_t seq_len) const;
@@ -71,6 +75,8 @@ class TokenDataset {
 
   int64_t train_tokens() const { return train_.numel(); }
   int64_t val_tokens() const { return val_.numel(); }
+  const torch::Tensor& train_ids() const { return train_; }
+  const torch::Tensor& val_ids() const { return val_; }
   const std::vector<std::string>& files() const { return files_; }
 
  private:

@@ -10,6 +10,7 @@
 #include "core/json.h"
 #include "core/transformer.h"
 #include "data/sft_dataset.h"
+#include "data/token_cache.h"
 
 using namespace ds;
 namespace fs = std::filesystem;
@@ -379,4 +380,58 @@ TEST(Packing, LossAndGradientsEqualUnpacked) {
     leak.segments = torch::zeros_like(bp.segments);
     EXPECT_GT(std::abs(loss_and_grads(m, leak).first - ls), 1e-4);
   }
+}
+
+TEST(TokenCache, RoundTripsBothDatasetsAndRefusesDamage) {
+  const std::string f1 = write_temp("cache1.txt", "the first file"), f2 = write_temp("cache2.txt", "the second");
+  const uint64_t key = token_cache_key({f1, f2}, "bytes", "text val_fraction=0.1");
+  EXPECT_NE(key, token_cache_key({f2, f1}, "bytes", "text val_fraction=0.1"));  // order matters
+  EXPECT_NE(key, token_cache_key({f1, f2}, "bytes", "text val_fraction=0.2"));
+  EXPECT_NE(key, token_cache_key({f1, f2}, f1, "text val_fraction=0.1"));      // the tokenizer's bytes
+
+  const std::string dir = (fs::temp_directory_path() / "deltashard_data_cache").string();
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  const std::string file = token_cache_file(dir, key);
+  std::string why;
+  EXPECT_FALSE(read_token_cache(file, key, why));
+  EXPECT_EQ(why, "absent");
+
+  const TokenDataset text = TokenDataset::from_tokens(torch::arange(7), torch::tensor({70000, 3}));
+  write_token_cache(file, key, to_arrays(text));
+  const auto a = read_token_cache(file, key, why);
+  ASSERT_TRUE(a);
+  const TokenDataset back = token_dataset_from(*a, {f1});
+  EXPECT_TRUE(torch::equal(back.train_ids(), text.train_ids()));
+  EXPECT_TRUE(torch::equal(back.val_ids(), text.val_ids()));
+  EXPECT_FALSE(read_token_cache(file, key + 1, why));
+  EXPECT_EQ(why, "of another key");
+
+  SftEncoded e;
+  e.train = {Example{{1, 2, 3}, {0, 1, 1}}, Example{{4}, {1}}};
+  e.val = {Example{{5, 6}, {0, 1}}};
+  e.counts.records = 4;
+  e.counts.dropped = 1;
+  write_token_cache(file, key, to_arrays(e));
+  const SftEncoded s = sft_encoded_from(*read_token_cache(file, key, why), {f1});
+  ASSERT_EQ(s.train.size(), 2u);
+  ASSERT_EQ(s.val.size(), 1u);
+  EXPECT_EQ(s.train[0].ids, e.train[0].ids);
+  EXPECT_EQ(s.train[0].counted, e.train[0].counted);
+  EXPECT_EQ(s.val[0].ids, e.val[0].ids);
+  EXPECT_EQ(s.counts.records, 4);
+  EXPECT_EQ(s.counts.dropped, 1);
+
+  std::string bytes;
+  {
+    std::ifstream in(file, std::ios::binary);
+    bytes.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  bytes[30] ^= 1;
+  std::ofstream(file, std::ios::binary) << bytes;
+  EXPECT_FALSE(read_token_cache(file, key, why));
+  EXPECT_EQ(why, "checksum mismatch (damaged)");
+  std::ofstream(file, std::ios::binary) << bytes.substr(0, 12);
+  EXPECT_FALSE(read_token_cache(file, key, why));
+  EXPECT_EQ(why, "not a token cache");
 }

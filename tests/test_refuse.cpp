@@ -166,9 +166,21 @@ TEST_F(CheckpointRefusal, StateFileFieldsAreValidated) {
   expect_refused<FileError>([&] { read_checkpoint_state(step_); }, {"state.json", "tp", "at least 1"});
   with([](Json& j) { j.erase("model"); });
   expect_refused<FileError>([&] { read_checkpoint_state(step_); }, {"state.json", "model", "missing"});
+  // The fp16 loss scaler's state: read back as written, its values checked.
+  with([](Json& j) { j["loss_scale"] = {{"scale", 8192.0}, {"good_steps", 7}, {"skips", 2}}; });
+  const CheckpointState scaled = read_checkpoint_state(step_);
+  ASSERT_TRUE(scaled.scaler);
+  EXPECT_EQ(scaled.scaler->scale, 8192.0);
+  EXPECT_EQ(scaled.scaler->good_steps, 7);
+  EXPECT_EQ(scaled.scaler->skips, 2);
+  with([](Json& j) { j["loss_scale"] = {{"scale", -1.0}, {"good_steps", 7}, {"skips", 2}}; });
+  expect_refused<FileError>([&] { read_checkpoint_state(step_); }, {"state.json", "loss_scale.scale", "positive"});
+  with([](Json& j) { j["loss_scale"] = {{"scale", 2.0}, {"skips", 2}}; });
+  expect_refused<FileError>([&] { read_checkpoint_state(step_); }, {"state.json", "loss_scale.good_steps"});
   // A valid file of another run: the method and the model sizes must match.
   with([](Json&) {});
   const CheckpointState s = read_checkpoint_state(step_);
+  EXPECT_FALSE(s.scaler);  // an fp32 run writes none
   RunConfig adapter = cfg_;
   adapter.peft.method = PeftMethod::Adapter;
   expect_refused<FileError>([&] { check_checkpoint_matches(s, adapter, step_); },

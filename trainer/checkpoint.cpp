@@ -1,5 +1,6 @@
 #include "trainer/checkpoint.h"
 
+#include <cmath>
 #include <set>
 
 #include "core/dir_layout.h"
@@ -23,6 +24,9 @@ Json state_json(const CheckpointState& s) {
   j["tp"] = s.tp;
   j["method"] = enum_name(s.method);
   j["model"] = s.model;
+  if (s.scaler) {
+    j["loss_scale"] = {{"scale", s.scaler->scale}, {"good_steps", s.scaler->good_steps}, {"skips", s.scaler->skips}};
+  }
   return j;
 }
 
@@ -105,7 +109,8 @@ void save_checkpoint(Trainer& t, const std::string& root) {
     moment_shards["exp_avg_sq." + n] = s;
   }
   f.optimizer = gather_tp(moments, moment_shards, *grid.tp_group, "checkpoint.gather_state");
-  f.state = {t.step_index(), t.optimizer().steps(), grid.dp, grid.tp, cfg.peft.method, field_texts(cfg.model)};
+  f.state = {t.step_index(), t.optimizer().steps(), grid.dp, grid.tp, cfg.peft.method, field_texts(cfg.model), {}};
+  if (t.scaler().enabled) f.state.scaler = t.scaler();
   for (const char* k : {"path", "dtype", "check_finite"}) f.state.model.erase(k);
   f.config_yaml = dump_run_config(cfg);
   if (cfg.peft.method == PeftMethod::Full) {
@@ -197,6 +202,16 @@ CheckpointState read_checkpoint_state(const std::string& dir) {
   for (const auto& kv : n.at("model").items()) {
     if (!kv.value().is_string()) n.fail("model." + kv.key(), "expected a string");
     s.model[kv.key()] = kv.value().get<std::string>();
+  }
+  if (n.has("loss_scale")) {
+    const JsonFields ls(n.at("loss_scale"), path, "loss_scale.");
+    LossScaler sc;
+    sc.scale = ls.need_number("scale");
+    sc.good_steps = ls.need_int("good_steps");
+    sc.skips = ls.need_int("skips");
+    if (!(sc.scale > 0) || !std::isfinite(sc.scale)) ls.fail("scale", "must be a positive finite number");
+    if (sc.good_steps < 0 || sc.skips < 0) ls.fail(sc.skips < 0 ? "skips" : "good_steps", "is negative");
+    s.scaler = sc;
   }
   return s;
 }

@@ -8,10 +8,12 @@
 
 #include <functional>
 #include <map>
+#include <optional>
 #include <string>
 
 #include "core/safetensors.h"
 #include "core/transformer.h"
+#include "trainer/loss_scaler.h"
 #include "trainer/run_config.h"
 
 namespace ds {
@@ -24,6 +26,9 @@ struct CheckpointState {
   int dp = 1, tp = 1;
   PeftMethod method = PeftMethod::Lora;
   std::map<std::string, std::string> model;  // architecture fields as text (field_texts)
+  // An fp16 base on CUDA: the loss scaler's state, so a resumed run scales as the uninterrupted
+  // one would (absent from other checkpoints; a run without a scaler ignores it).
+  std::optional<LossScaler> scaler;
 };
 
 struct CheckpointFiles {

@@ -168,6 +168,7 @@ void resolve_run_config(RunConfig& cfg) {
     cfg.data.tokenizer = absolute_path(cfg.data.tokenizer);
   }
   cfg.checkpoint.dir = absolute_path(cfg.checkpoint.dir);
+  if (cfg.data.cache_dir != "none") cfg.data.cache_dir = absolute_path(cfg.data.cache_dir);
   cfg.log.jsonl = absolute_path(cfg.log.jsonl);
   if (cfg.parallel.backend == Backend::Auto) {
     cfg.parallel.backend = cfg.train.device == Device::Cuda ? Backend::Nccl : Backend::Mpi;

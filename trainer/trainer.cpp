@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cmath>
+#include <functional>
 #include <thread>
 
 #include "dist/mpi_env.h"
@@ -12,21 +13,90 @@
 #include "trainer/manifest.h"
 #include "trainer/stop_signals.h"
 #include "core/fault.h"
+#include "core/files.h"
+#include "data/token_cache.h"
 #include "trainer/memory_model.h"
 #include "trainer/memory_stats.h"
 
 namespace ds {
 
-TokenDataset load_dataset(const RunConfig& cfg, const std::optional<BpeTokenizer>& tokenizer) {
-  return TokenDataset::load(cfg.data, tokenizer ? &*tokenizer : nullptr);
+std::string cache_dir_of(const RunConfig& cfg) {
+  const std::string& c = cfg.data.cache_dir;
+  if (c == "none" || cfg.data.tokenizer == "bytes") return "";  // bytes: the data are the tokens
+  if (!c.empty()) return c;
+  return cfg.checkpoint.dir.empty() ? "" : cfg.checkpoint.dir + "/.cache";
+}
+
+namespace {
+
+// What the tokens depend on besides the files' and the tokenizer's bytes.
+std::string token_settings(const RunConfig& cfg) {
+  const DataConfig& d = cfg.data;
+  char buf[256];
+  if (d.format != DataFormat::Jsonl) {
+    std::snprintf(buf, sizeof buf, "text val_fraction=%.17g", d.val_fraction);
+  } else {
+    std::snprintf(buf, sizeof buf, "jsonl schema=%s template=%s train_on_inputs=%d truncate=%s val_fraction=%.17g "
+                  "seq_len=%lld vocab=%lld", enum_name(d.schema), enum_name(d.chat_template), d.train_on_inputs ? 1 : 0,
+                  enum_name(d.truncate), d.val_fraction, static_cast<long long>(cfg.train.seq_len),
+                  static_cast<long long>(cfg.model.vocab_size));
+  }
+  return buf;
+}
+
+// Rank 0 reads the cache or tokenizes and writes it; the others wait at a barrier, then read it.
+// A rank that cannot read it (a cache_dir that is not shared between hosts) tokenizes for itself.
+template <class T>
+T through_cache(const RunConfig& cfg, ProcessGrid* grid, const std::function<T()>& build,
+                const std::function<TokenArrays(const T&)>& to,
+                const std::function<T(const TokenArrays&, std::vector<std::string>)>& from) {
+  const std::string dir = cache_dir_of(cfg);
+  if (dir.empty() || !grid) return build();
+  const std::vector<std::string> files = expand_paths(cfg.data.paths);
+  const uint64_t key = token_cache_key(files, cfg.data.tokenizer, token_settings(cfg));
+  const std::string file = token_cache_file(dir, key);
+  const bool first = grid->world_rank == 0;
+  std::string why;
+  std::optional<T> out;
+  if (first) {
+    if (auto a = read_token_cache(file, key, why)) {
+      out = from(*a, files);
+    } else {
+      if (why != "absent") print0("data.cache_dir: %s: %s; tokenizing again\n", file.c_str(), why.c_str());
+      out = build();
+      try {
+        make_dirs(dir);
+        write_token_cache(file, key, to(*out));
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "deltashard: warning: data.cache_dir: %s (the run goes on without it)\n", e.what());
+      }
+    }
+  }
+  if (grid->world_size > 1) grid->world->barrier("world.data_cache");
+  if (first) return std::move(*out);
+  if (auto a = read_token_cache(file, key, why)) return from(*a, files);
+  return build();
+}
+
+}  // namespace
+
+TokenDataset load_dataset(const RunConfig& cfg, const std::optional<BpeTokenizer>& tokenizer, ProcessGrid* grid) {
+  return through_cache<TokenDataset>(
+      cfg, grid, [&] { return TokenDataset::load(cfg.data, tokenizer ? &*tokenizer : nullptr); },
+      [](const TokenDataset& d) { return to_arrays(d); }, &token_dataset_from);
 }
 
 Codec codec_for(const RunConfig& cfg, const std::optional<BpeTokenizer>& tokenizer) {
   return Codec{tokenizer ? &*tokenizer : nullptr, cfg.model.vocab_size, tokenizer ? tokenizer->path : "bytes"};
 }
 
-SftDataset load_sft_dataset(const RunConfig& cfg, const std::optional<BpeTokenizer>& tokenizer) {
-  return SftDataset::load(cfg.data, codec_for(cfg, tokenizer), cfg.train.seq_len);
+SftDataset load_sft_dataset(const RunConfig& cfg, const std::optional<BpeTokenizer>& tokenizer, ProcessGrid* grid) {
+  const Codec codec = codec_for(cfg, tokenizer);
+  codec.check(cfg.data.chat_template);  // a missing special token is an error even when cached
+  SftEncoded e = through_cache<SftEncoded>(
+      cfg, grid, [&] { return encode_sft(cfg.data, codec, cfg.train.seq_len); },
+      [](const SftEncoded& x) { return to_arrays(x); }, &sft_encoded_from);
+  return SftDataset::from_encoded(std::move(e), cfg.train.seq_len, cfg.data.packing);
 }
 
 namespace {
@@ -42,13 +112,27 @@ void check_fits_memory(const RunConfig& cfg, int dp) {
   const int64_t ranks = std::max(1, local_size());
   if (e.total_bytes * ranks <= machine) return;
   const auto gib = [](int64_t b) { return static_cast<double>(b) / (1024.0 * 1024.0 * 1024.0); };
-  char msg[512];
+  char msg[768];
+  const int64_t fixed = e.total_bytes - e.activation_bytes;
+  if (fixed * ranks > machine) {
+    // The weights and optimizer state alone do not fit: no micro batch would, so name the model.
+    const ModelConfig& m = cfg.model;
+    std::snprintf(msg, sizeof msg,
+                  "model: %lld layers, d_model %lld, d_ff %lld, vocab %lld needs about %.1f GiB per rank before any "
+                  "activation (frozen weights %.1f GiB in %s at tp %d, trainable, gradients and optimizer %.1f GiB; "
+                  "deltashard inspect --memory) x %lld ranks on this node, above this machine's %.1f GiB; use "
+                  "model.dtype: bf16, a larger parallel.tp, or a smaller model",
+                  static_cast<long long>(m.n_layer), static_cast<long long>(m.d_model), static_cast<long long>(m.d_ff),
+                  static_cast<long long>(m.vocab_size), gib(fixed), gib(e.frozen_bytes), e.dtype.c_str(), e.tp,
+                  gib(fixed - e.frozen_bytes), static_cast<long long>(ranks), gib(machine));
+    throw ConfigError(msg);
+  }
   std::snprintf(msg, sizeof msg,
                 "train.micro_batch: %lld needs about %.1f GiB per rank (activations %.1f GiB, weights and optimizer "
                 "%.1f GiB; deltashard inspect --memory) x %lld ranks on this node, above this machine's %.1f GiB; "
                 "lower train.micro_batch%s",
                 static_cast<long long>(cfg.train.micro_batch), gib(e.total_bytes), gib(e.activation_bytes),
-                gib(e.total_bytes - e.activation_bytes), static_cast<long long>(ranks), gib(machine),
+                gib(fixed), static_cast<long long>(ranks), gib(machine),
                 e.recompute ? "" : " or set train.recompute: layer");
   throw ConfigError(msg);
 }
@@ -74,9 +158,11 @@ Trainer::Trainer(RunConfig cfg, ProcessGrid& grid, const TrainerOptions& options
   built_ = build_model(cfg_, *grid_.tp_group, BuildOptions{true, options.need_data && !options.random_data});
 
   std::string ckpt;
+  std::optional<LossScaler> saved_scaler;
   if (!options.resume.empty()) {
     ckpt = open_checkpoint(options.resume);
     const CheckpointState st = read_checkpoint_state(ckpt);
+    saved_scaler = st.scaler;
     check_checkpoint_matches(st, cfg_, ckpt);
     ds::load_trainable(built_.model, cfg_, ckpt, /*verified=*/true);
     step_ = st.step;
@@ -89,15 +175,20 @@ Trainer::Trainer(RunConfig cfg, ProcessGrid& grid, const TrainerOptions& options
   // Only an fp16 base on CUDA computes in fp16 (on the CPU fp16 is upcast layer by layer); its
   // small gradients need the loss scaled up so they do not flush to zero.
   scaler_ = LossScaler::make(cfg_.model.dtype == DType::Fp16 && cfg_.train.device == Device::Cuda);
+  if (scaler_.enabled && saved_scaler) {
+    scaler_.scale = saved_scaler->scale;
+    scaler_.good_steps = saved_scaler->good_steps;
+    scaler_.skips = saved_scaler->skips;
+  }
   opt_ = std::make_unique<FlatAdamW>(sync_->optim_shards(), AdamWOptions{t.beta1, t.beta2, t.eps, t.weight_decay});
   if (!ckpt.empty()) load_optimizer_state(*this, ckpt);
   time_phases_ = options.time_phases;
   if (options.random_data) {
     data_ = std::make_unique<TokenDataset>(random_dataset(cfg_, grid_.dp));
   } else if (options.need_data && cfg_.data.format == DataFormat::Jsonl) {
-    sft_ = std::make_unique<SftDataset>(load_sft_dataset(cfg_, built_.tokenizer));
+    sft_ = std::make_unique<SftDataset>(load_sft_dataset(cfg_, built_.tokenizer, options.cache_data ? &grid_ : nullptr));
   } else if (options.need_data) {
-    data_ = std::make_unique<TokenDataset>(load_dataset(cfg_, built_.tokenizer));
+    data_ = std::make_unique<TokenDataset>(load_dataset(cfg_, built_.tokenizer, options.cache_data ? &grid_ : nullptr));
   }
   if (t.epochs > 0 && options.need_data && !options.random_data) {
     if (!sft_) throw ConfigError(cfg_.file + ": train.epochs: needs data.format jsonl (text is sampled as windows)");

@@ -54,6 +54,8 @@ struct TrainerOptions {
   bool need_data = true;     // false: no dataset (commands that only build and save)
   bool random_data = false;  // uniformly random tokens instead of data.path (benchmarks)
   bool time_phases = false;  // fill StepResult's phase times
+  // Tokens through data.cache_dir: only for `train`, whose checkpoint.dir has been claimed.
+  bool cache_data = false;
 };
 
 class Trainer {
@@ -75,6 +77,7 @@ class Trainer {
   torch::Device device() const { return built_.device; }
   GradSync& grad_sync() { return *sync_; }
   FlatAdamW& optimizer() { return *opt_; }
+  const LossScaler& scaler() const { return scaler_; }
   ProcessGrid& grid() { return grid_; }
   const TokenDataset& data() const { return *data_; }  // text runs
   const SftDataset* sft() const { return sft_.get(); }  // data.format jsonl, else null
@@ -106,9 +109,15 @@ EvalResult evaluate_model(Transformer& model, const TokenDataset& data, const Tr
                           torch::Device device);
 
 // data.path through data.tokenizer (the builder's tokenizer), split into training and held-out.
-TokenDataset load_dataset(const RunConfig& cfg, const std::optional<BpeTokenizer>& tokenizer);
-// data.format jsonl: records through data.template into masked examples.
-SftDataset load_sft_dataset(const RunConfig& cfg, const std::optional<BpeTokenizer>& tokenizer);
+// With a tokenizer and a `grid` (a run, whose checkpoint.dir is claimed), through data.cache_dir:
+// rank 0 tokenizes once and keeps the tokens; the other ranks wait and read them.
+TokenDataset load_dataset(const RunConfig& cfg, const std::optional<BpeTokenizer>& tokenizer,
+                          ProcessGrid* grid = nullptr);
+// data.format jsonl: records through data.template into masked examples, cached the same way.
+SftDataset load_sft_dataset(const RunConfig& cfg, const std::optional<BpeTokenizer>& tokenizer,
+                            ProcessGrid* grid = nullptr);
+// The directory data.cache_dir resolves to; "" when nothing is cached (none, bytes, no checkpoint.dir).
+std::string cache_dir_of(const RunConfig& cfg);
 Codec codec_for(const RunConfig& cfg, const std::optional<BpeTokenizer>& tokenizer);
 // Held-out loss over the counted targets of the held-out examples (train.eval_windows sequences, 0: all).
 EvalResult evaluate_model(Transformer& model, const SftDataset& data, const TrainOptions& t, ProcessGrid& grid,

@@ -87,7 +87,9 @@ int cmd_train(int argc, char** argv) {
     }
   }
   grid.world->barrier("train.claim_output");
-  Trainer s(cfg, grid, TrainerOptions{resume});
+  TrainerOptions options{resume};
+  options.cache_data = true;
+  Trainer s(cfg, grid, options);
   const bool rank0 = grid.world_rank == 0;
   const auto& t = s.config().train;
   const ParamReport& rep = s.report();
@@ -155,7 +157,7 @@ int cmd_train(int argc, char** argv) {
     comm_ms.push_back(c.comm_ms);
     dp_per_step.calls += c.dp_collectives;
     dp_per_step.bytes += c.dp_bytes;
-    tp_per_step.calls += c.tp_fwd + c.tp_bwd;
+    tp_per_step.calls += c.tp_fwd + c.tp_bwd + c.tp_recompute;  // a recomputed forward repeats its collectives
     tp_per_step.bytes += c.tp_bytes;
     ++counted;
     const int64_t done = s.step_index();
