@@ -8,6 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 D=${DELTASHARD:-build/deltashard}
 np=${DELTASHARD_NP:-1}
+# Extra options for both runs, e.g. DELTASHARD_SET="--set train.threads=1" on a busy machine.
+read -r -a extra <<<"${DELTASHARD_SET:-}"
 mkdir -p runs/sft
 
 # Every pair a, b < 100 once, shuffled with a fixed seed: the first 20 are held out for
@@ -18,17 +20,17 @@ awk 'BEGIN { srand(7); n = 0; for (a = 0; a < 100; a++) for (b = 0; b < 100; b++
                if (i < 20) print "Add " p[1] " and " p[2] "." > "runs/sft/heldout_prompts.txt";
                else printf "{\"prompt\": \"Add %d and %d.\", \"completion\": \"%d + %d = %d\"}\n", p[1], p[2], p[1], p[2], p[1] + p[2] > "runs/sft/arith.jsonl" } }'
 echo "== data: $(wc -l < runs/sft/arith.jsonl) records, $(wc -l < runs/sft/heldout_prompts.txt) held-out prompts"
-if [[ -f runs/sft_base/config.json ]]; then
+if [[ -f runs/sft_base/latest ]]; then
   echo "== base: reusing runs/sft_base"
 else
   echo "== pretraining a byte-level base with vocab 257 -> runs/sft_base"
   launch/run.sh -np "$np" "$D" train configs/pretrain.yaml --set model.vocab_size=257 --set train.steps=200 \
-    --set checkpoint.dir=runs/sft_base --set log.jsonl=runs/sft_base.jsonl
+    --set checkpoint.dir=runs/sft_base --set log.jsonl=runs/sft_base.jsonl "${extra[@]}"
 fi
 
 "$D" data configs/sft_example.yaml --show 2
 echo "== LoRA SFT on the records"
-launch/run.sh -np "$np" "$D" train configs/sft_example.yaml --json | tail -1 > runs/sft/train_summary.json
+launch/run.sh -np "$np" "$D" train configs/sft_example.yaml "${extra[@]}" --json | tail -1 > runs/sft/train_summary.json
 jq -c '{eval_loss_before, eval_loss_after, ratio: (.eval_loss_after / .eval_loss_before)}' runs/sft/train_summary.json
 
 echo "== generate --template plain on the held-out prompts"
