@@ -2,7 +2,10 @@
 // and grid: step time and tokens/s, the share of the step spent in collectives (from the ledger),
 // where the device time goes (forward, backward, update), optimizer-state bytes, peak memory, and
 // model FLOP utilisation. Keys and statistics as docs/metrics.md defines them.
+#include <torch/csrc/autograd/profiler_legacy.h>
+
 #include <algorithm>
+#include <memory>
 #include <sstream>
 
 #include "dist/mpi_env.h"
@@ -36,6 +39,7 @@ int cmd_bench_step(int argc, char** argv) {
   int steps = 10, warmup = 2;
   bool random_data = false;
   double peak_tflops = 989.0;
+  std::string profile;
   po::options_description desc("deltashard bench step");
   add_common(desc, args, true);
   desc.add_options()("methods", po::value<std::string>(&methods), "comma-separated peft methods (default lora,adapter,full)")(
@@ -44,7 +48,10 @@ int cmd_bench_step(int argc, char** argv) {
       "warmup", po::value<int>(&warmup), "untimed steps first (default 2)")(
       "random-data", po::bool_switch(&random_data), "uniformly random tokens instead of data.path")(
       "peak-tflops", po::value<double>(&peak_tflops),
-      "the device's dense peak for mfu_6n and mfu_4n (default 989: H100/H200 SXM bf16)");
+      "the device's dense peak for mfu_6n and mfu_4n (default 989: H100/H200 SXM bf16)")(
+      "profile", po::value<std::string>(&profile),
+      "rank 0's timed steps through LibTorch's autograd profiler: a Chrome trace per case, "
+      "PREFIX.DTYPE.METHOD.json (summarised by launch/profile_summary.py)");
   if (!parse_args(argc, argv, desc, args, true,
                   "mpirun -np N deltashard bench step CONFIG [--methods lora,adapter,full] [--dtypes fp32,bf16] "
                   "[--steps 10] [--random-data] [--json]")) {
@@ -103,7 +110,12 @@ int cmd_bench_step(int argc, char** argv) {
       reset_gpu_peak(s.device());
       std::vector<double> step_ms, comm_ms, fwd, bwd, upd;
       int64_t tokens = 0;
+      std::unique_ptr<torch::autograd::profiler::RecordProfile> prof;
       for (int i = 0; i < steps + warmup; ++i) {
+        if (i == warmup && !profile.empty() && grid.world_rank == 0) {
+          prof = std::make_unique<torch::autograd::profiler::RecordProfile>(
+              profile + "." + enum_name(dt) + "." + enum_name(m) + ".json");
+        }
         const StepResult r = s.step();
         if (i < warmup) continue;
         step_ms.push_back(r.ms);
@@ -113,6 +125,7 @@ int cmd_bench_step(int argc, char** argv) {
         upd.push_back(r.update_ms);
         tokens = r.tokens;
       }
+      prof.reset();  // writes the trace
       const StepTimes t = step_times(step_ms, comm_ms);
       const double tok_s = tokens / (t.step_ms / 1000.0);
       const double n = static_cast<double>(non_embedding_params(s.report()));
