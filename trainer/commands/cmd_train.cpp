@@ -57,6 +57,10 @@ int cmd_train(int argc, char** argv) {
   if (stop_after >= 0) args.overrides.push_back("train.stop_after=" + std::to_string(stop_after));
 
   RunConfig cfg = load_run_config(args.config, args.overrides);
+  if (!cfg.campaign.empty()) {
+    throw ConfigError(cfg.file + ": campaign: this config is a campaign of " + std::to_string(cfg.campaign.size()) +
+                      " jobs; run it with deltashard campaign");
+  }
   if (cfg.peft.method == PeftMethod::None) {
     throw ConfigError(cfg.file + ": peft.method: none trains nothing; train takes lora, adapter or full (eval and "
                       "generate take none)");
