@@ -9,6 +9,7 @@
 #include <fstream>
 
 #include "core/multi_lora.h"
+#include "dist/ledger.h"
 #include "dist/mpi_env.h"
 #include "dist/tp_gather.h"
 #include "test_helpers.h"
@@ -286,3 +287,22 @@ TEST(CampaignResume, HalfThenResumeEqualsStraight) {
 }
 
 
+
+// The DP all-reduce of a step carries every job's gradient in shared buckets: one collective per
+// bucket, its bytes 4 x the buckets' padded length, which is the jobs' trainable count summed.
+TEST(CampaignSync, SharedBucketsCarryEveryJobsGradient) {
+  if (world_size() == 1) GTEST_SKIP() << "needs DP > 1";
+  ProcessGrid grid = make_grid(GridOptions{1, Backend::Mpi, 60});
+  Campaign camp(exactness_campaign(), grid);
+  const CampaignStepResult r = camp.step();
+  int64_t trainable = 0, padded = 0;
+  for (size_t j = 0; j < camp.num_jobs(); ++j) {
+    for (const auto& [n, p] : camp.job(j).params) trainable += p.numel();
+  }
+  for (const auto& b : camp.grad_sync().buckets()) padded += b.padded;
+  EXPECT_EQ(camp.grad_sync().trainable_numel(), trainable);
+  const CommTotals g = sum_records(r.comm, "dp", "", "dp.grads");
+  EXPECT_EQ(g.bytes, 4 * padded);
+  EXPECT_EQ(g.calls, static_cast<int64_t>(camp.grad_sync().buckets().size()));
+  EXPECT_EQ(camp.grad_sync().buckets().size(), 1u);  // 25 MB: all three jobs in one bucket
+}

@@ -33,6 +33,11 @@ bool parse_args(int argc, char** argv, po::options_description& desc, const Comm
 
 GridOptions grid_options(const RunConfig& cfg);
 
+// The exit code of a run stopped cleanly after its checkpoint: 75; under launch/run.sh
+// (DELTASHARD_STATUS_FILE set) rank 0 writes 75 there and the ranks exit 0, because mpirun would
+// meet a non-zero exit with a teardown that sleeps twice its grace.
+int stopped_exit(bool rank0);
+
 // "1,2,3" -> {1, 2, 3}; UsageError naming `option` for a non-integer or a value below `min`.
 std::vector<int64_t> parse_int_list(const std::string& text, const std::string& option, int64_t min);
 

@@ -128,14 +128,17 @@ int cmd_campaign(int argc, char** argv) {
                                ": a job's loss or gradient norm is not finite past train.max_skipped (or "
                                "train.nonfinite: stop); the last good state: " + where);
     }
-    if (r.stop && !c.done()) {
+    const bool stop_after_here = rc.train.stop_after > 0 && c.step_index() == rc.train.stop_after;
+    if ((r.stop || stop_after_here) && !c.done()) {
       progress.finish();
       const std::string where = save_now();
       if (rank0) {
-        std::fprintf(stderr, "deltashard: campaign stopped after step %lld; %s (continue with --resume auto)\n",
-                     static_cast<long long>(c.step_index()), where.c_str());
+        std::fprintf(stderr, "deltashard: campaign stopped %s after step %lld; %s (continue with --resume auto)\n",
+                     r.stop ? "by a stop signal" : "at train.stop_after", static_cast<long long>(c.step_index()),
+                     where.c_str());
+        std::fflush(stderr);
       }
-      return kExitStopped;
+      return stopped_exit(rank0);
     }
     for (size_t j = 0; j < J; ++j) {
       // A job that has just finished is evaluated once; the others every eval_every steps.
