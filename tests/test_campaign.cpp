@@ -194,12 +194,32 @@ RunConfig exactness_campaign() {
   return c;
 }
 
-// max |a - b| / max |b| per tensor, over every trainable tensor of every job, below `tol`. The
-// issue asks 1e-5. The joint batch changes the shapes of the frozen matrix products, which moves
-// some rows' results by a rounding step (a one-job campaign is bit for bit its run, above); Adam
-// turns that into up to 1.9e-5 on 2 of these 40 tensors at TP 1 / DP 1 (DP 2 and TP 2: below
-// 1e-5). `train` itself moves by 3e-6 between two batchings of the same global batch.
+// OpenBLAS's AVX2 and AVX-512 kernels (FMA) round some rows of a product differently when the
+// matrix has another number of rows, and the joint batch gives the frozen products other shapes
+// than a run alone's (a one-job campaign, same shapes, is bit for bit its run, above); Adam then
+// amplifies that where a gradient element is near zero. Its Sandybridge kernels do not: with
+// OPENBLAS_CORETYPE=Sandybridge (ctest campaign_bitwise, campaign_bitwise_np2) every job equals
+// its run alone bit for bit.
+bool shape_exact_blas() {
+  const char* c = std::getenv("OPENBLAS_CORETYPE");
+  return c && std::string(c) == "Sandybridge";
+}
+
+// Whether this LibTorch's float products give a row the same bits in a taller matrix (not where it
+// uses another BLAS than OpenBLAS, such as the MKL of a PyTorch wheel).
+bool rows_keep_their_bits() {
+  torch::manual_seed(0);
+  const torch::Tensor w = torch::randn({256, 32}), x = torch::randn({6, 16, 32});
+  return torch::equal(torch::nn::functional::linear(x, w).narrow(0, 2, 1),
+                      torch::nn::functional::linear(x.narrow(0, 2, 1), w));
+}
+
+// max |a - b| / max |b| per tensor, over every trainable tensor of every job, at most `tol` (0 with
+// shape_exact_blas()). The issue asks 1e-5; with the default kernels this machine measures 1.9e-5
+// worst at TP 1 / DP 1 (2 of 40 tensors above 1e-5) and 9.4e-6 at DP 2 and TP 2, while `train`
+// itself moves by 3e-6 between two batchings of the same global batch.
 void expect_jobs_equal_runs_alone(const RunConfig& c, ProcessGrid& grid, const std::string& what, double tol) {
+  if (shape_exact_blas() && !rows_keep_their_bits()) GTEST_SKIP() << "OPENBLAS_CORETYPE has no effect on this BLAS";
   Campaign camp(c, grid);
   while (!camp.done()) camp.step();
   for (size_t j = 0; j < camp.num_jobs(); ++j) {
@@ -213,7 +233,7 @@ void expect_jobs_equal_runs_alone(const RunConfig& c, ProcessGrid& grid, const s
     for (const auto& [n, t] : theirs) {
       ASSERT_TRUE(mine.count(n)) << what << ": job " << camp.job(j).name << ": " << n;
       const double rel = (mine.at(n) - t).abs().max().item<double>() / std::max(1e-30, t.abs().max().item<double>());
-      EXPECT_LT(rel, tol) << what << ": job " << camp.job(j).name << ": " << n;
+      EXPECT_LE(rel, shape_exact_blas() ? 0.0 : tol) << what << ": job " << camp.job(j).name << ": " << n;
     }
     EXPECT_GT(theirs.begin()->second.abs().max().item<double>(), 0) << what;
   }
