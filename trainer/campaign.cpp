@@ -45,7 +45,7 @@ void check_campaign_supported(const RunConfig& cfg) {
 
 // The batch of one micro step: every active job's micro batch, padded to the longest.
 struct JointBatch {
-  torch::Tensor x;
+  torch::Tensor x, y;  // y: -100 on padding
   std::optional<Packing> packing;
 };
 
@@ -56,11 +56,12 @@ JointBatch join(const std::vector<const Batch*>& parts) {
     T = std::max<int64_t>(T, b->x.size(1));
     packed = packed || b->segments.defined();
   }
-  std::vector<torch::Tensor> xs, pos, seg;
+  std::vector<torch::Tensor> xs, ys, pos, seg;
   for (const Batch* b : parts) {
     const int64_t pad = T - b->x.size(1);
     // Padding after a row's last token is never seen by it (causal), and its targets are not counted.
     xs.push_back(pad ? torch::constant_pad_nd(b->x, {0, pad}, 0) : b->x);
+    ys.push_back(pad ? torch::constant_pad_nd(b->y, {0, pad}, -100) : b->y);
     if (!packed) continue;
     const auto opts = b->x.options();
     if (b->segments.defined()) {
@@ -74,6 +75,7 @@ JointBatch join(const std::vector<const Batch*>& parts) {
   }
   JointBatch out;
   out.x = torch::cat(xs, 0);
+  out.y = torch::cat(ys, 0);
   if (packed) out.packing = make_packing(torch::cat(pos, 0), torch::cat(seg, 0));
   return out;
 }
@@ -229,16 +231,24 @@ CampaignStepResult Campaign::step() {
     }
     const JointBatch jb = join(parts);
     const torch::Tensor logits = built_.model->forward(jb.x, nullptr, jb.packing ? &*jb.packing : nullptr);
+    // Every token's loss from one cross entropy over the joint logits: the vocabulary-wide softmax
+    // and its gradient run once, not once per job (a per-job slice of the logits would give each
+    // job a gradient as large as the whole batch's), and per row exactly as in a run alone.
+    namespace F = torch::nn::functional;
+    const torch::Tensor token_loss =
+        F::cross_entropy(logits.reshape({-1, logits.size(-1)}).to(torch::kFloat), jb.y.reshape({-1}),
+                         F::CrossEntropyFuncOptions().ignore_index(-100).reduction(torch::kNone))
+            .view(jb.y.sizes());
     torch::Tensor total;
     int64_t off = 0;
     for (size_t j = 0; j < J; ++j) {
       if (!r.jobs[j].active) continue;
       const Batch& b = batches[j][static_cast<size_t>(a)];
-      const torch::Tensor mine = logits.narrow(0, off, b.x.size(0)).narrow(1, 0, b.x.size(1));
+      const torch::Tensor mine = token_loss.narrow(0, off, b.x.size(0)).narrow(1, 0, b.x.size(1));
       off += b.x.size(0);
-      // Each job's loss exactly as its run alone computes it; their sum's gradient is each job's own.
-      const torch::Tensor loss = jobs_[j]->sft ? lm_loss_sum(mine, b.y) * loss_scale[j]
-                                               : lm_loss(mine, b.y) / static_cast<double>(accum);
+      // Each job's loss as its run alone takes it (lm_loss: the mean; lm_loss_sum: the sum over
+      // counted targets, scaled); their sum's gradient is each job's own.
+      const torch::Tensor loss = jobs_[j]->sft ? mine.sum() * loss_scale[j] : mine.mean() / static_cast<double>(accum);
       loss_sum[j] += loss.detach().to(torch::kDouble);
       total = total.defined() ? total + loss : loss;
     }
