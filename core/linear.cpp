@@ -3,6 +3,8 @@
 #include <cmath>
 #include <stdexcept>
 
+#include "core/multi_lora.h"
+
 namespace ds {
 
 namespace {
@@ -56,14 +58,12 @@ torch::Tensor LinearImpl::local_slice(const torch::Tensor& full, int64_t dim) co
   return full.narrow(dim, sh.rank * n, n);
 }
 
-void LinearImpl::add_lora(const LoraOptions& lora) {
-  if (has_lora()) throw std::logic_error(options_.spec.name + ": LoRA already added");
-  if (lora.r <= 0) throw std::invalid_argument(options_.spec.name + ": LoRA rank must be positive");
-  lora_ = lora;
-  const auto& s = options_.spec;
-  const Split split = options_.shard.split;
+std::pair<torch::Tensor, torch::Tensor> draw_lora_factors(const LinearOptions& layer, const LoraOptions& lora,
+                                                          torch::Device device) {
+  const auto& s = layer.spec;
+  const auto& sh = layer.shard;
   torch::NoGradGuard no_grad;
-  const auto f32 = torch::TensorOptions().dtype(torch::kFloat).device(weight.device());
+  const auto f32 = torch::TensorOptions().dtype(torch::kFloat).device(device);
   torch::Tensor A = torch::empty({lora.r, s.in}, f32);
   if (lora.init == LoraInit::Gaussian) {
     A.normal_(0.0, 1.0 / static_cast<double>(lora.r));
@@ -73,10 +73,28 @@ void LinearImpl::add_lora(const LoraOptions& lora) {
     A.uniform_(-bound, bound);
   }
   torch::Tensor B = torch::zeros({s.out, lora.r}, f32);
-  lora_A = register_parameter("lora_A", split == Split::Cols ? local_slice(A, 1).clone() : A);
-  lora_B = register_parameter("lora_B", split == Split::Rows ? local_slice(B, 0).clone() : B);
-  scale_ = lora.use_rslora ? lora.alpha / std::sqrt(static_cast<double>(lora.r))
-                           : lora.alpha / static_cast<double>(lora.r);
+  const auto [a, b] = lora_shards(sh);
+  return {a.dim >= 0 ? local_shard(A, a).clone() : A, b.dim >= 0 ? local_shard(B, b).clone() : B};
+}
+
+double lora_scale(const LoraOptions& lora) {
+  return lora.use_rslora ? lora.alpha / std::sqrt(static_cast<double>(lora.r)) : lora.alpha / static_cast<double>(lora.r);
+}
+
+std::pair<ParamShard, ParamShard> lora_shards(const ShardSpec& sh) {
+  if (sh.split == Split::None || sh.size == 1) return {ParamShard{}, ParamShard{}};
+  if (sh.split == Split::Rows) return {ParamShard{-1, sh.rank, sh.size, true}, ParamShard{0, sh.rank, sh.size, false}};
+  return {ParamShard{1, sh.rank, sh.size, false}, ParamShard{-1, sh.rank, sh.size, true}};
+}
+
+void LinearImpl::add_lora(const LoraOptions& lora) {
+  if (has_lora()) throw std::logic_error(options_.spec.name + ": LoRA already added");
+  if (lora.r <= 0) throw std::invalid_argument(options_.spec.name + ": LoRA rank must be positive");
+  lora_ = lora;
+  auto [A, B] = draw_lora_factors(options_, lora, weight.device());
+  lora_A = register_parameter("lora_A", A);
+  lora_B = register_parameter("lora_B", B);
+  scale_ = ds::lora_scale(lora);
   if (lora.dropout > 0) {
     drop_ = register_module("lora_dropout", torch::nn::Dropout(lora.dropout));
   }
@@ -92,6 +110,10 @@ torch::Tensor LinearImpl::forward(const torch::Tensor& x) {
     // (x·Aᵀ)·Bᵀ costs r·(in+out) per token instead of materialising B·A.
     xa = torch::nn::functional::linear(xa, lora_A.to(x.dtype()));
     y = y + scale_ * torch::nn::functional::linear(xa, lora_B.to(x.dtype()));
+  }
+  if (multi_lora) {
+    const torch::Tensor d = multi_lora->forward(x);
+    if (d.defined()) y = y + d;
   }
   if (options_.reduce_partial) y = options_.reduce_partial(y);
   if (row_parallel && bias.defined()) y = y + bias.to(t);
@@ -121,14 +143,9 @@ std::map<std::string, ParamShard> LinearImpl::param_shards() const {
   const bool rows = sh.split == Split::Rows;
   out["weight"] = ParamShard{rows ? 0 : 1, sh.rank, sh.size, false};
   if (bias.defined() && rows) out["bias"] = ParamShard{0, sh.rank, sh.size, false};
-  if (has_lora()) {
-    if (rows) {
-      out["lora_A"] = ParamShard{-1, sh.rank, sh.size, true};
-      out["lora_B"] = ParamShard{0, sh.rank, sh.size, false};
-    } else {
-      out["lora_A"] = ParamShard{1, sh.rank, sh.size, false};
-      out["lora_B"] = ParamShard{-1, sh.rank, sh.size, true};
-    }
+  if (has_lora()) std::tie(out["lora_A"], out["lora_B"]) = lora_shards(sh);
+  if (multi_lora) {
+    for (const auto& [name, shard] : multi_lora->param_shards()) out["multi_lora." + name] = shard;
   }
   return out;
 }

@@ -63,6 +63,8 @@ struct LinearOptions {
   TensorMap reduce_partial;
 };
 
+struct MultiLoraImpl;  // core/multi_lora.h
+
 struct LoraOptions {
   int64_t r = 8;
   double alpha = 16;
@@ -80,6 +82,16 @@ struct ParamShard {
   int64_t size = 1;
   bool partial_grad = false;
 };
+
+// LoRA's factors for a layer as add_lora draws them from the global generator (A by lora.init over
+// the full [r, in] tensor, B zero), this rank's slices; and the scale s = alpha/r (or alpha/sqrt(r)).
+std::pair<torch::Tensor, torch::Tensor> draw_lora_factors(const LinearOptions& layer, const LoraOptions& lora,
+                                                          torch::Device device);
+double lora_scale(const LoraOptions& lora);
+// Where A and B of a layer split like `shard` sit in their full tensors: on a column-parallel layer
+// A is whole (its gradient a partial sum over TP) and B split by rows; on a row-parallel one A is
+// split by columns and B whole.
+std::pair<ParamShard, ParamShard> lora_shards(const ShardSpec& shard);
 
 // Layout (local shapes): weight [out_l, in_l], bias [out_l] (Rows) or [out] (Cols),
 // lora_A [r, in_l], lora_B [out_l, r]; with Rows, A is whole and B split by rows like W;
@@ -106,6 +118,9 @@ struct LinearImpl : torch::nn::Module {
   std::map<std::string, ParamShard> param_shards() const;
 
   torch::Tensor weight, bias, lora_A, lora_B;
+  // A campaign's LoRA factors, one pair per job, each applied to its own rows of the batch and
+  // added where lora_A/B would be (before the reduction); null outside campaigns.
+  std::shared_ptr<MultiLoraImpl> multi_lora;
 
  private:
   torch::Tensor local_slice(const torch::Tensor& full, int64_t dim) const;

@@ -52,6 +52,21 @@ std::vector<std::pair<std::string, Linear>> target_layers(Block& b) {
   return out;
 }
 
+std::vector<Linear> targeted_layers(Transformer& model, const std::vector<std::string>& targets) {
+  std::vector<Linear> out;
+  for (auto& b : model->blocks) {
+    const auto layers = target_layers(b);
+    for (const auto& t : targets) {
+      auto it = std::find_if(layers.begin(), layers.end(), [&](const auto& l) { return l.first == t; });
+      if (it == layers.end()) {
+        throw ConfigError("peft.targets: '" + t + "' is not a layer of this model (gate needs model.activation swiglu)");
+      }
+      out.push_back(it->second);
+    }
+  }
+  return out;
+}
+
 std::vector<std::pair<std::string, Linear>> lora_layers(Transformer& model) {
   std::vector<std::pair<std::string, Linear>> out;
   for (size_t i = 0; i < model->blocks.size(); ++i) {
@@ -68,17 +83,7 @@ ParamReport apply_peft(Transformer& model, const PeftConfig& cfg, const LinearFa
   for (auto& p : model->parameters()) p.set_requires_grad(cfg.method == PeftMethod::Full);
   if (cfg.method == PeftMethod::Lora) {
     LoraOptions lo{cfg.r, cfg.alpha, cfg.dropout, cfg.use_rslora, cfg.lora_init};
-    for (auto& b : model->blocks) {
-      const auto layers = target_layers(b);
-      for (const auto& t : cfg.targets) {
-        auto it = std::find_if(layers.begin(), layers.end(), [&](const auto& l) { return l.first == t; });
-        if (it == layers.end()) {
-          throw ConfigError("peft.targets: '" + t + "' is not a layer of this model (gate needs model.activation swiglu)");
-        }
-        Linear layer = it->second;
-        layer->add_lora(lo);
-      }
-    }
+    for (auto& layer : targeted_layers(model, cfg.targets)) layer->add_lora(lo);
   } else if (cfg.method == PeftMethod::Adapter) {
     AdapterOptions ao;
     ao.d_model = model->cfg.d_model;

@@ -100,6 +100,10 @@ ParamReport count_params(Transformer& model);
 // (gate) up down.
 std::vector<std::pair<std::string, Linear>> target_layers(Block& block);
 
+// The layers `targets` name in every block, in the order LoRA is added to them (blocks, then the
+// targets as listed); ConfigError for a target the model lacks.
+std::vector<Linear> targeted_layers(Transformer& model, const std::vector<std::string>& targets);
+
 // The LoRA layers the targets select, by dotted module name.
 std::vector<std::pair<std::string, Linear>> lora_layers(Transformer& model);
 

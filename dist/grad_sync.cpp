@@ -175,6 +175,21 @@ double GradSync::local_grad_norm_sq() const {
   return local;
 }
 
+double GradSync::local_grad_norm_sq(const std::set<std::string>& names) const {
+  if (options_.zero) throw std::logic_error("GradSync: a part's gradient norm needs whole buckets (zero 0)");
+  double local = 0;
+  for (auto& b : buckets_) {
+    double replicas = comm_of(b).size();
+    if (b.group == BucketGroup::Dp && !b.tp_unique) replicas *= grid_.tp;
+    for (size_t i = 0; i < b.names.size(); ++i) {
+      if (!names.count(b.names[i])) continue;
+      const torch::Tensor g = b.flat_grad.narrow(0, b.offsets[i], b.params[i].numel());
+      local += g.to(torch::kDouble).pow(2).sum().item<double>() / replicas;
+    }
+  }
+  return local;
+}
+
 void GradSync::after_step() {
   if (!options_.zero) return;
   for (auto& b : buckets_) {

@@ -14,6 +14,7 @@
 
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -73,6 +74,9 @@ class GradSync {
   double grad_norm_sq();
   // This rank's share of grad_norm_sq: summed over the world ranks it gives the whole.
   double local_grad_norm_sq() const;
+  // The same for the named parameters only (zero 0: every rank holds whole buckets): one part of
+  // the trainable set, such as one job of a campaign.
+  double local_grad_norm_sq(const std::set<std::string>& names) const;
   // zero 1: all-gathers the updated parameter shards. No-op for zero 0.
   void after_step();
 

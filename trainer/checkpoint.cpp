@@ -93,32 +93,43 @@ NamedTensors detached(const std::vector<std::pair<std::string, torch::Tensor>>& 
 void save_checkpoint(Trainer& t, const std::string& root) {
   ProcessGrid& grid = t.grid();
   const RunConfig& cfg = t.config();
-  const auto shards = collect_param_shards(*t.model());
-  CheckpointFiles f;
-  f.trainable = gather_tp(detached(t.trainable()), shards, *grid.tp_group, "checkpoint.gather_params");
-  const auto m = t.grad_sync().unflatten(t.optimizer().m);
-  const auto v = t.grad_sync().unflatten(t.optimizer().v);
-  NamedTensors moments;
-  for (const auto& [n, p] : t.trainable()) {
-    moments.emplace_back("exp_avg." + n, m.at(n));
-    moments.emplace_back("exp_avg_sq." + n, v.at(n));
-  }
-  std::map<std::string, ParamShard> moment_shards;
-  for (const auto& [n, s] : shards) {
-    moment_shards["exp_avg." + n] = s;
-    moment_shards["exp_avg_sq." + n] = s;
-  }
-  f.optimizer = gather_tp(moments, moment_shards, *grid.tp_group, "checkpoint.gather_state");
-  f.state = {t.step_index(), t.optimizer().steps(), grid.dp, grid.tp, cfg.peft.method, field_texts(cfg.model), {}};
-  if (t.scaler().enabled) f.state.scaler = t.scaler();
-  for (const char* k : {"path", "dtype", "check_finite"}) f.state.model.erase(k);
-  f.config_yaml = dump_run_config(cfg);
+  TrainableState s;
+  s.params = t.trainable();
+  s.shards = collect_param_shards(*t.model());
+  s.exp_avg = t.grad_sync().unflatten(t.optimizer().m);
+  s.exp_avg_sq = t.grad_sync().unflatten(t.optimizer().v);
+  s.step = t.step_index();
+  s.optimizer_steps = t.optimizer().steps();
+  if (t.scaler().enabled) s.scaler = t.scaler();
+  std::function<std::vector<std::string>(const std::string&)> extra;
   if (cfg.peft.method == PeftMethod::Full) {
     // A fully fine-tuned checkpoint is also a model directory that model.path can load.
-    const NamedTensors base = gather_tp(base_tensors(t.model()), shards, *grid.tp_group, "checkpoint.gather_base");
+    const NamedTensors base = gather_tp(base_tensors(t.model()), s.shards, *grid.tp_group, "checkpoint.gather_base");
     const ModelConfig mc = cfg.model;
-    f.extra = [base, mc](const std::string& d) { return write_model_files(d, mc, base, 0, mc.path); };
+    extra = [base, mc](const std::string& d) { return write_model_files(d, mc, base, 0, mc.path); };
   }
+  save_checkpoint(s, cfg, grid, root, extra);
+}
+
+void save_checkpoint(const TrainableState& s, const RunConfig& cfg, ProcessGrid& grid, const std::string& root,
+                     const std::function<std::vector<std::string>(const std::string&)>& extra) {
+  CheckpointFiles f;
+  f.trainable = gather_tp(detached(s.params), s.shards, *grid.tp_group, "checkpoint.gather_params");
+  NamedTensors moments;
+  for (const auto& [n, p] : s.params) {
+    moments.emplace_back("exp_avg." + n, s.exp_avg.at(n));
+    moments.emplace_back("exp_avg_sq." + n, s.exp_avg_sq.at(n));
+  }
+  std::map<std::string, ParamShard> moment_shards;
+  for (const auto& [n, sh] : s.shards) {
+    moment_shards["exp_avg." + n] = sh;
+    moment_shards["exp_avg_sq." + n] = sh;
+  }
+  f.optimizer = gather_tp(moments, moment_shards, *grid.tp_group, "checkpoint.gather_state");
+  f.state = {s.step, s.optimizer_steps, grid.dp, grid.tp, cfg.peft.method, field_texts(cfg.model), s.scaler};
+  for (const char* k : {"path", "dtype", "check_finite"}) f.state.model.erase(k);
+  f.config_yaml = dump_run_config(cfg);
+  f.extra = extra;
   // Every rank learns whether rank 0's write succeeded, so all stop alike on a failed write.
   std::string error;
   if (grid.world_rank == 0) {
@@ -131,7 +142,7 @@ void save_checkpoint(Trainer& t, const std::string& root) {
   torch::Tensor failed = torch::full({1}, error.empty() ? 0.0 : 1.0, torch::kDouble);
   grid.world->all_reduce(failed, ReduceOp::Max, "checkpoint.done");
   if (failed.item<double>() > 0) {
-    throw FileError(grid.world_rank == 0 ? "checkpoint step " + std::to_string(t.step_index()) + " not written: " + error
+    throw FileError(grid.world_rank == 0 ? "checkpoint step " + std::to_string(s.step) + " not written: " + error
                                          : "the checkpoint write on rank 0 failed");
   }
 }
@@ -156,25 +167,42 @@ void load_trainable(Transformer& model, const RunConfig& cfg, const std::string&
   load_params(*model, f.tensors, path, [&](const std::string& n) { return trainable.count(n) > 0; }, lo);
 }
 
-void load_optimizer_state(Trainer& t, const std::string& dir) {
+namespace {
+// Tensor `key` of a checkpoint file, checked against parameter `p` and cut to this rank's shard.
+torch::Tensor checked_local(const SafetensorsFile& f, const std::string& key, const std::string& path,
+                            const torch::Tensor& p, const ParamShard& s) {
+  const torch::Tensor& x = f.at(key, path);
+  if (!x.is_floating_point()) throw FileError(path + ": tensor '" + key + "' is not a floating-point type");
+  if (x.sizes().vec() != full_shape(p, s)) throw FileError(path + ": tensor '" + key + "' has the wrong shape");
+  if (!torch::isfinite(x).all().item<bool>()) throw FileError(path + ": tensor '" + key + "' holds NaN or Inf");
+  return local_shard(x, s).to(p.device(), torch::kFloat);
+}
+}  // namespace
+
+void read_trainable_state(const std::string& dir, TrainableState& s, bool params) {
   const std::string path = dir + "/optimizer.safetensors";
   const SafetensorsFile f = read_safetensors(path);
-  const auto shards = collect_param_shards(*t.model());
-  std::map<std::string, torch::Tensor> m, v;
-  for (const auto& [n, p] : t.trainable()) {
-    auto sh = shards.find(n);
-    const ParamShard s = sh != shards.end() ? sh->second : ParamShard{};
-    for (const auto& [key, out] : {std::pair<std::string, std::map<std::string, torch::Tensor>*>{"exp_avg." + n, &m},
-                                   {"exp_avg_sq." + n, &v}}) {
-      const torch::Tensor& x = f.at(key, path);
-      if (!x.is_floating_point()) throw FileError(path + ": tensor '" + key + "' is not a floating-point type");
-      if (x.sizes().vec() != full_shape(p, s)) throw FileError(path + ": tensor '" + key + "' has the wrong shape");
-      if (!torch::isfinite(x).all().item<bool>()) throw FileError(path + ": tensor '" + key + "' holds NaN or Inf");
-      (*out)[n] = local_shard(x, s).to(p.device(), torch::kFloat);
+  std::optional<SafetensorsFile> values;
+  if (params) values = read_safetensors(dir + "/trainable.safetensors");
+  for (const auto& [n, p] : s.params) {
+    auto sh = s.shards.find(n);
+    const ParamShard shard = sh != s.shards.end() ? sh->second : ParamShard{};
+    s.exp_avg[n] = checked_local(f, "exp_avg." + n, path, p, shard);
+    s.exp_avg_sq[n] = checked_local(f, "exp_avg_sq." + n, path, p, shard);
+    if (values) {
+      torch::NoGradGuard no_grad;
+      p.copy_(checked_local(*values, n, dir + "/trainable.safetensors", p, shard));
     }
   }
-  t.optimizer().m = t.grad_sync().flatten(m);
-  t.optimizer().v = t.grad_sync().flatten(v);
+}
+
+void load_optimizer_state(Trainer& t, const std::string& dir) {
+  TrainableState s;
+  s.params = t.trainable();
+  s.shards = collect_param_shards(*t.model());
+  read_trainable_state(dir, s, false);
+  t.optimizer().m = t.grad_sync().flatten(s.exp_avg);
+  t.optimizer().v = t.grad_sync().flatten(s.exp_avg_sq);
   t.optimizer().set_steps(read_checkpoint_state(dir).optimizer_steps);
 }
 

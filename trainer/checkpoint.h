@@ -13,6 +13,7 @@
 
 #include "core/safetensors.h"
 #include "core/transformer.h"
+#include "dist/process_grid.h"
 #include "trainer/loss_scaler.h"
 #include "trainer/run_config.h"
 
@@ -46,6 +47,26 @@ struct CheckpointFiles {
 // step N already there is left as it is (a step's checkpoint is a function of the run).
 // Returns the step directory.
 std::string write_checkpoint(const std::string& root, const CheckpointFiles& files, int64_t keep = 2);
+
+// What one rank contributes to a checkpoint of trainable parameters, under the names a run of its
+// own gives them: a run's (Trainer) or one campaign job's.
+struct TrainableState {
+  std::vector<std::pair<std::string, torch::Tensor>> params;  // this rank's shards, model order
+  std::map<std::string, ParamShard> shards;                     // by the same names (absent: whole)
+  std::map<std::string, torch::Tensor> exp_avg, exp_avg_sq;     // AdamW moments, the params' local shapes
+  int64_t step = 0, optimizer_steps = 0;
+  std::optional<LossScaler> scaler;  // an fp16 base on CUDA: saved in state.json
+};
+
+// All ranks call; TP shards are gathered, rank 0 writes root/step-N with cfg's config.yaml and
+// `extra`'s files. A failed write is a FileError on every rank.
+void save_checkpoint(const TrainableState& s, const RunConfig& cfg, ProcessGrid& grid, const std::string& root,
+                     const std::function<std::vector<std::string>(const std::string&)>& extra = {});
+
+// The AdamW moments of s.params from a step directory (this rank's shards), each checked:
+// present, floating point, the full shape, finite. With `params`, the parameters' values too,
+// copied into s.params.
+void read_trainable_state(const std::string& step_dir, TrainableState& s, bool params);
 
 // All ranks call; TP shards and ZeRO shards are gathered, rank 0 writes. A write that fails
 // (a full disk) is a FileError on every rank, and the previous checkpoint is left as it was.

@@ -17,6 +17,8 @@ ParamOptions param_options(const RunConfig& cfg, torch::Device device, bool rand
   return p;
 }
 
+uint64_t peft_seed(int64_t train_seed) { return static_cast<uint64_t>(train_seed) ^ 0x5eed0f9e7full; }
+
 void set_threads(const RunConfig& cfg) {
   const int t = cfg.train.threads;
   torch::set_num_threads(t > 0 ? t : std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / local_size()));
@@ -73,7 +75,7 @@ BuiltModel build_model(const RunConfig& cfg, Communicator& tp, const BuildOption
     throw ConfigError(cfg.file + ": parallel.tp: " + std::to_string(tp.size()) + " does not divide the adapter " +
                       "bottleneck " + std::to_string(tp_width_check) + " (peft.adapter_size; or adapter_tp: replicated)");
   }
-  torch::manual_seed(static_cast<uint64_t>(cfg.train.seed) ^ 0x5eed0f9e7full);
+  torch::manual_seed(peft_seed(cfg.train.seed));
   ParamOptions fresh = params;  // adapters are new: always drawn, never loaded
   fresh.random_init = !options.meta;
   const LinearFactory adapter_factory =

@@ -32,6 +32,9 @@ struct BuiltModel {
 // own, so LoRA's A is the same whether the base was drawn or loaded.
 BuiltModel build_model(const RunConfig& cfg, Communicator& tp, const BuildOptions& options = {});
 
+// The seed of the stream PEFT parameters are drawn from (train.seed mixed with a constant).
+uint64_t peft_seed(int64_t train_seed);
+
 // The parameter options build_model uses for cfg on `device` (storage type, device, compute type).
 ParamOptions param_options(const RunConfig& cfg, torch::Device device, bool random_init);
 

@@ -6,6 +6,7 @@
 #include "core/dir_layout.h"
 #include "core/files.h"
 #include "core/model_io.h"
+#include "trainer/campaign_config.h"
 
 namespace ds {
 
@@ -96,7 +97,8 @@ RunConfig parse_run_config(const std::string& file, const std::vector<std::strin
   for (const auto& o : overrides) apply_override(root, o, overridden);
   const Locator where = locator_for(file, overridden);
 
-  static const std::vector<std::string> sections{"model", "peft", "data", "train", "checkpoint", "log", "parallel"};
+  static const std::vector<std::string> sections{"model", "peft",     "data",     "train",
+                                                 "checkpoint", "log", "parallel", "campaign", "campaign_sweep"};
   for (const auto& kv : root) {
     const std::string name = kv.first.Scalar();
     if (std::find(sections.begin(), sections.end(), name) == sections.end()) {
@@ -127,6 +129,7 @@ RunConfig parse_run_config(const std::string& file, const std::vector<std::strin
   if (cfg.data.paths.empty()) {
     throw ConfigError(file + ": data.path: is required (a text file, a directory or a glob)");
   }
+  parse_campaign(root, where, cfg);
   return cfg;
 }
 
@@ -194,6 +197,7 @@ void resolve_run_config(RunConfig& cfg) {
                         std::to_string(width));
     }
   }
+  resolve_campaign(cfg);
 }
 
 std::string dump_run_config(const RunConfig& c) {
@@ -206,6 +210,7 @@ std::string dump_run_config(const RunConfig& c) {
   write_section(e, "checkpoint", c.checkpoint);
   write_section(e, "log", c.log);
   write_section(e, "parallel", c.parallel);
+  dump_campaign(e, c);
   e << YAML::EndMap;
   return std::string(e.c_str()) + "\n";
 }

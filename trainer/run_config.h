@@ -128,6 +128,15 @@ void describe(V& v, ParallelConfig& p) {
   v("timeout_s", p.timeout_s, 0.0, 1e7);
 }
 
+// One job of a campaign (trainer/campaign_config.h): its name and the three sections it may set,
+// the base config's with the job's own keys over them.
+struct CampaignJob {
+  std::string name;
+  PeftConfig peft;
+  DataConfig data;
+  TrainOptions train;
+};
+
 struct RunConfig {
   std::string file;  // where it was read from, for messages
   ModelConfig model;
@@ -137,6 +146,7 @@ struct RunConfig {
   CheckpointConfig checkpoint;
   LogConfig log;
   ParallelConfig parallel;
+  std::vector<CampaignJob> campaign;  // `campaign:` and `campaign_sweep:`, expanded; empty: one run
   // Where each architecture key of the model section was given ("file:12" or "--set model.x"),
   // to check it against model.path's config.json. Not part of the configuration.
   std::map<std::string, std::string> model_keys_given;

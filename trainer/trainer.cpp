@@ -190,39 +190,51 @@ Trainer::Trainer(RunConfig cfg, ProcessGrid& grid, const TrainerOptions& options
   } else if (options.need_data) {
     data_ = std::make_unique<TokenDataset>(load_dataset(cfg_, built_.tokenizer, options.cache_data ? &grid_ : nullptr));
   }
-  if (t.epochs > 0 && options.need_data && !options.random_data) {
-    if (!sft_) throw ConfigError(cfg_.file + ": train.epochs: needs data.format jsonl (text is sampled as windows)");
-    // From here on the run is a number of steps; its checkpoints' config.yaml says so.
-    const int64_t global = t.micro_batch * grid_.dp * t.grad_accum;
-    cfg_.train.steps = static_cast<int64_t>(
-        std::ceil(cfg_.train.epochs * static_cast<double>(sft_->num_train_rows()) / static_cast<double>(global)));
-    cfg_.train.epochs = 0;
-  }
+  if (options.need_data && !options.random_data) steps_from_epochs(cfg_, sft_.get(), grid_.dp);
+}
+
+void steps_from_epochs(RunConfig& cfg, const SftDataset* sft, int dp) {
+  const auto& t = cfg.train;
+  if (t.epochs <= 0) return;
+  if (!sft) throw ConfigError(cfg.file + ": train.epochs: needs data.format jsonl (text is sampled as windows)");
+  // From here on the run is a number of steps; its checkpoints' config.yaml says so.
+  const int64_t global = t.micro_batch * dp * t.grad_accum;
+  cfg.train.steps =
+      static_cast<int64_t>(std::ceil(t.epochs * static_cast<double>(sft->num_train_rows()) / static_cast<double>(global)));
+  cfg.train.epochs = 0;
+}
+
+uint64_t dropout_seed(int64_t seed, int dp_rank, int64_t step) {
+  return static_cast<uint64_t>(seed) * 1000003ull + static_cast<uint64_t>(dp_rank) * 7919ull +
+         static_cast<uint64_t>(step) * 104729ull;
 }
 
 std::vector<Batch> Trainer::batches_for(int64_t step) const {
-  const auto& t = cfg_.train;
+  return micro_batches(cfg_, data_.get(), sft_.get(), grid_, step, built_.device);
+}
+
+std::vector<Batch> micro_batches(const RunConfig& cfg, const TokenDataset* data, const SftDataset* sft,
+                                 const ProcessGrid& grid, int64_t step, torch::Device device) {
+  const auto& t = cfg.train;
   std::vector<Batch> out;
-  const bool cuda = built_.device.is_cuda();
+  const bool cuda = device.is_cuda();
   auto to_device = [&](const torch::Tensor& x) {
-    return cuda && x.defined() ? x.pin_memory().to(built_.device, /*non_blocking=*/true) : x;
+    return cuda && x.defined() ? x.pin_memory().to(device, /*non_blocking=*/true) : x;
   };
   for (int64_t a = 0; a < t.grad_accum; ++a) {
     // Global batch `step` holds micro_batch × dp × grad_accum sequences; this rank takes its block.
-    const int64_t first = (a * grid_.dp + grid_.dp_rank) * t.micro_batch;
+    const int64_t first = (a * grid.dp + grid.dp_rank) * t.micro_batch;
     Batch b;
-    if (sft_) {
-      const int64_t global = t.micro_batch * grid_.dp * t.grad_accum;
-      b = sft_->train_batch(static_cast<uint64_t>(t.seed), step * global + first, t.micro_batch);
+    if (sft) {
+      const int64_t global = t.micro_batch * grid.dp * t.grad_accum;
+      b = sft->train_batch(static_cast<uint64_t>(t.seed), step * global + first, t.micro_batch);
+      for (auto* x : {&b.x, &b.y, &b.positions, &b.segments}) *x = to_device(*x);
     } else {
       const torch::Tensor w =
-          to_device(data_->train_windows(static_cast<uint64_t>(t.seed), step, first, t.micro_batch, t.seq_len));
+          to_device(data->train_windows(static_cast<uint64_t>(t.seed), step, first, t.micro_batch, t.seq_len));
       b.x = w.narrow(1, 0, t.seq_len);
       b.y = w.narrow(1, 1, t.seq_len);
       b.counted = b.y.numel();
-    }
-    if (sft_) {
-      for (auto* x : {&b.x, &b.y, &b.positions, &b.segments}) *x = to_device(*x);
     }
     out.push_back(b);
   }
@@ -236,10 +248,7 @@ StepResult Trainer::step() {
   LedgerScope scope(ledger);
   const auto t0 = std::chrono::steady_clock::now();
   built_.model->train();
-  // Dropout masks: the same on the ranks of a TP group (they hold the same activations),
-  // different across DP ranks, and a function of the step alone, so resuming is exact.
-  torch::manual_seed(static_cast<uint64_t>(t.seed) * 1000003ull + static_cast<uint64_t>(grid_.dp_rank) * 7919ull +
-                     static_cast<uint64_t>(step_) * 104729ull);
+  torch::manual_seed(dropout_seed(t.seed, grid_.dp_rank, step_));
   sync_->zero_grad();
   const std::vector<Batch> batches = next_step_ == step_ ? next_ : batches_for(step_);
   // Instruction data: the loss is the sum over counted targets divided by the step's global count

@@ -103,6 +103,16 @@ class Trainer {
   LossScaler scaler_;
 };
 
+// The micro batches of global batch `step` that this rank takes (train.grad_accum of them), from
+// `data` (text) or `sft` (data.format jsonl), on `device`.
+std::vector<Batch> micro_batches(const RunConfig& cfg, const TokenDataset* data, const SftDataset* sft,
+                                 const ProcessGrid& grid, int64_t step, torch::Device device);
+// train.epochs -> train.steps from the number of training sequences (a no-op without epochs).
+void steps_from_epochs(RunConfig& cfg, const SftDataset* sft, int dp);
+// The global generator's seed at the start of `step`: dropout masks the same on the ranks of a TP
+// group, different across DP ranks, and a function of the step alone, so resuming is exact.
+uint64_t dropout_seed(int64_t seed, int dp_rank, int64_t step);
+
 // Held-out loss of `model` on `data`'s evaluation windows (train.eval_windows of them, split over
 // the DP ranks); every rank returns the same figures.
 EvalResult evaluate_model(Transformer& model, const TokenDataset& data, const TrainOptions& t, ProcessGrid& grid,

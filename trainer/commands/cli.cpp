@@ -1,8 +1,10 @@
 #include "trainer/commands/cli.h"
 
+#include <cstdlib>
 #include <iostream>
 #include <sstream>
 
+#include "core/files.h"
 #include "dist/mpi_env.h"
 
 namespace ds {
@@ -61,6 +63,14 @@ std::vector<int64_t> parse_int_list(const std::string& text, const std::string& 
 GridOptions grid_options(const RunConfig& cfg) {
   torch_device(cfg.train.device, 0);  // a missing GPU is named as train.device, before any backend looks for one
   return GridOptions{cfg.parallel.tp, cfg.parallel.backend, cfg.parallel.timeout_s};
+}
+
+int stopped_exit(bool rank0) {
+  if (const char* f = std::getenv("DELTASHARD_STATUS_FILE")) {
+    if (rank0) write_file_atomic(f, std::to_string(kExitStopped) + "\n");
+    return kExitOk;
+  }
+  return kExitStopped;
 }
 
 }  // namespace ds

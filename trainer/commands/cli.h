@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "core/errors.h"
+#include "core/peft_io.h"
 #include "dist/process_grid.h"
 #include "trainer/run_config.h"
 
@@ -32,10 +33,19 @@ bool parse_args(int argc, char** argv, po::options_description& desc, const Comm
 
 GridOptions grid_options(const RunConfig& cfg);
 
+// The exit code of a run stopped cleanly after its checkpoint: 75; under launch/run.sh
+// (DELTASHARD_STATUS_FILE set) rank 0 writes 75 there and the ranks exit 0, because mpirun would
+// meet a non-zero exit with a teardown that sleeps twice its grace.
+int stopped_exit(bool rank0);
+
 // "1,2,3" -> {1, 2, 3}; UsageError naming `option` for a non-integer or a value below `min`.
 std::vector<int64_t> parse_int_list(const std::string& text, const std::string& option, int64_t min);
 
+// A LoRA checkpoint's step directory as a Hugging Face PEFT adapter directory `out` (rank 0 writes).
+PeftFiles write_peft_export(const std::string& checkpoint_step_dir, const std::string& out);
+
 int cmd_train(int argc, char** argv);
+int cmd_campaign(int argc, char** argv);
 int cmd_eval(int argc, char** argv);
 int cmd_merge(int argc, char** argv);
 int cmd_inspect(int argc, char** argv);

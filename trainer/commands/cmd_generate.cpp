@@ -14,13 +14,14 @@
 #include "trainer/checkpoint.h"
 #include "trainer/commands/cli.h"
 #include "core/dir_layout.h"
+#include "core/files.h"
 #include "trainer/model_builder.h"
 
 namespace ds {
 
 int cmd_generate(int argc, char** argv) {
   CommonArgs args;
-  std::string model_dir, checkpoint, prompt, prompt_ids, tokenizer_path, template_name;
+  std::string model_dir, checkpoint, prompt, prompt_ids, tokenizer_path, template_name, job;
   SamplingOptions opt;
   bool greedy = false;
   double temperature = 0;
@@ -30,6 +31,7 @@ int cmd_generate(int argc, char** argv) {
   add_common(desc, args, false, false);
   desc.add_options()("model", po::value<std::string>(&model_dir), "model directory (DeltaShard, GPT-2 or LLaMA layout)")(
       "checkpoint", po::value<std::string>(&checkpoint), "apply this checkpoint's trainable parameters")(
+      "job", po::value<std::string>(&job), "with a campaign's --checkpoint DIR: the job NAME's (DIR/jobs/NAME)")(
       "prompt", po::value<std::string>(&prompt), "prompt text (the tokenizer's, or bytes for 256-token vocabularies)")(
       "tokenizer", po::value<std::string>(&tokenizer_path), "tokenizer.json (default: the model directory's, if any)")(
       "prompt-ids", po::value<std::string>(&prompt_ids), "prompt token ids, comma separated")(
@@ -48,6 +50,12 @@ int cmd_generate(int argc, char** argv) {
       "[--greedy | --temperature T --top-k K] [--json]";
   if (!parse_args(argc, argv, desc, args, false, usage)) return 0;
   if (model_dir.empty()) throw UsageError("--model is required (usage: " + usage + ")");
+  if (!job.empty()) {
+    if (checkpoint.empty()) throw UsageError("--job names a job of a campaign's --checkpoint DIR");
+    const std::string dir = checkpoint + "/jobs/" + job;
+    if (!is_directory(dir)) throw UsageError("--job: " + dir + ": no such job in the campaign checkpoint");
+    checkpoint = dir;
+  }
   if (prompt.empty() == prompt_ids.empty()) throw UsageError("give exactly one of --prompt or --prompt-ids");
   std::optional<Template> chat_template;
   if (!template_name.empty()) {

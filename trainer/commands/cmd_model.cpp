@@ -8,6 +8,7 @@
 #include "dist/mpi_env.h"
 #include "dist/tp_gather.h"
 #include "trainer/checkpoint.h"
+#include "trainer/campaign.h"
 #include "trainer/commands/cli.h"
 #include "trainer/memory_model.h"
 #include "trainer/memory_stats.h"
@@ -16,16 +17,59 @@
 
 namespace ds {
 
+namespace {
+// Every asked job of a campaign checkpoint on one base, loaded once: its held-out loss by job.
+int eval_campaign(const RunConfig& cfg, const std::string& checkpoint, const std::string& jobs, bool json) {
+  std::vector<std::string> names;
+  for (size_t b = 0; b < jobs.size();) {
+    size_t e = jobs.find(',', b);
+    if (e == std::string::npos) e = jobs.size();
+    names.push_back(jobs.substr(b, e - b));
+    b = e + 1;
+  }
+  if (names.empty()) {
+    for (const auto& j : cfg.campaign) names.push_back(j.name);
+  }
+  ProcessGrid grid = make_grid(grid_options(cfg));
+  Campaign c(cfg, grid, checkpoint);
+  Json out = Json::object();
+  for (const auto& n : names) {
+    size_t j = 0;
+    while (j < c.num_jobs() && c.job(j).name != n) ++j;
+    if (j == c.num_jobs()) throw UsageError("--job: '" + n + "' is not a job of " + cfg.file);
+    const EvalResult e = c.evaluate(j);
+    Json r = Json::object();
+    r["eval_loss"] = e.loss;
+    r["perplexity"] = e.perplexity;
+    r["eval_tokens"] = e.tokens;
+    r["step"] = c.job(j).step;
+    out[n] = r;
+    if (!json) print0("%-24s eval loss %.4f  perplexity %.2f  (%lld tokens, step %lld)\n", n.c_str(), e.loss,
+                      e.perplexity, static_cast<long long>(e.tokens), static_cast<long long>(c.job(j).step));
+  }
+  if (json) print0("%s\n", json_line(out).c_str());
+  return 0;
+}
+}  // namespace
+
 int cmd_eval(int argc, char** argv) {
   CommonArgs args;
-  std::string checkpoint;
+  std::string checkpoint, jobs;
   bool merged = false;
   po::options_description desc("deltashard eval");
   add_common(desc, args, true);
   desc.add_options()("checkpoint", po::value<std::string>(&checkpoint), "load trainable parameters from this checkpoint")(
-      "merged", po::bool_switch(&merged), "merge LoRA into the base weights before evaluating");
-  if (!parse_args(argc, argv, desc, args, true, "deltashard eval CONFIG [--checkpoint DIR] [--merged] [--json]")) return 0;
+      "merged", po::bool_switch(&merged), "merge LoRA into the base weights before evaluating")(
+      "job", po::value<std::string>(&jobs), "a campaign config: these jobs (a,b; default all), keyed by job");
+  if (!parse_args(argc, argv, desc, args, true, "deltashard eval CONFIG [--checkpoint DIR] [--merged] [--job a,b] [--json]")) {
+    return 0;
+  }
   const RunConfig cfg = load_run_config(args.config, args.overrides);
+  if (!cfg.campaign.empty()) {
+    if (merged) throw UsageError("--merged: a campaign's jobs share one base and are not merged into it");
+    return eval_campaign(cfg, checkpoint, jobs, args.json);
+  }
+  if (!jobs.empty()) throw UsageError("--job: " + cfg.file + " is not a campaign config");
   if (merged && cfg.peft.method != PeftMethod::Lora) {
     throw UsageError(std::string("--merged needs peft.method lora (got ") + enum_name(cfg.peft.method) + ")");
   }

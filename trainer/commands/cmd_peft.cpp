@@ -15,6 +15,27 @@
 
 namespace ds {
 
+PeftFiles write_peft_export(const std::string& ck, const std::string& out) {
+  RunConfig cfg = parse_run_config(ck + "/config.yaml", {});
+  cfg.data.tokenizer = "bytes";  // the adapter needs the model's shape and names, not its data
+  if (cfg.peft.method != PeftMethod::Lora) {
+    throw UsageError(ck + ": peft.method is " + enum_name(cfg.peft.method) + "; export-peft writes LoRA checkpoints");
+  }
+  resolve_run_config(cfg);
+  std::map<std::string, torch::Tensor> lora;
+  for (const auto& [n, t] : read_safetensors(ck + "/trainable.safetensors").tensors) {
+    if (n.find(".lora_") != std::string::npos) lora[n] = t;
+  }
+  PeftFiles f = export_peft(cfg.model, cfg.peft, lora, cfg.model.path);
+  if (world_rank() == 0) {
+    if (const auto old = claim_output_dir(out, DirKind::PeftAdapter, "--out")) clear_marked_dir(out, *old);
+    write_safetensors(out + "/adapter_model.safetensors", f.tensors, f.metadata);
+    write_file_atomic(out + "/adapter_config.json", json_pretty(f.config));
+    write_marker(out, DirKind::PeftAdapter, {"adapter_model.safetensors", "adapter_config.json"});
+  }
+  return f;
+}
+
 int cmd_export_peft(int argc, char** argv) {
   CommonArgs args;
   std::string checkpoint, out;
@@ -26,24 +47,8 @@ int cmd_export_peft(int argc, char** argv) {
   if (!parse_args(argc, argv, desc, args, false, usage)) return 0;
   if (checkpoint.empty() || out.empty()) throw UsageError("--checkpoint and --out are required (usage: " + usage + ")");
   const std::string ck = open_checkpoint(checkpoint);
-  RunConfig cfg = parse_run_config(ck + "/config.yaml", {});
-  cfg.data.tokenizer = "bytes";  // the adapter needs the model's shape and names, not its data
-  if (cfg.peft.method != PeftMethod::Lora) {
-    throw UsageError(ck + ": peft.method is " + enum_name(cfg.peft.method) + "; export-peft writes LoRA checkpoints");
-  }
-  resolve_run_config(cfg);
-  const ModelConfig mc = cfg.model;
-  std::map<std::string, torch::Tensor> lora;
-  for (const auto& [n, t] : read_safetensors(ck + "/trainable.safetensors").tensors) {
-    if (n.find(".lora_") != std::string::npos) lora[n] = t;
-  }
-  const PeftFiles f = export_peft(mc, cfg.peft, lora, cfg.model.path);
-  if (world_rank() == 0) {
-    if (const auto old = claim_output_dir(out, DirKind::PeftAdapter, "--out")) clear_marked_dir(out, *old);
-    write_safetensors(out + "/adapter_model.safetensors", f.tensors, f.metadata);
-    write_file_atomic(out + "/adapter_config.json", json_pretty(f.config));
-    write_marker(out, DirKind::PeftAdapter, {"adapter_model.safetensors", "adapter_config.json"});
-  }
+  const PeftFiles f = write_peft_export(ck, out);
+  const ModelConfig mc = parse_run_config(ck + "/config.yaml", {}).model;
   int64_t params = 0;
   for (const auto& [n, t] : f.tensors) params += t.numel();
   Json j = Json::object();

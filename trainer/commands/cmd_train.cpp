@@ -57,6 +57,10 @@ int cmd_train(int argc, char** argv) {
   if (stop_after >= 0) args.overrides.push_back("train.stop_after=" + std::to_string(stop_after));
 
   RunConfig cfg = load_run_config(args.config, args.overrides);
+  if (!cfg.campaign.empty()) {
+    throw ConfigError(cfg.file + ": campaign: this config is a campaign of " + std::to_string(cfg.campaign.size()) +
+                      " jobs; run it with deltashard campaign");
+  }
   if (cfg.peft.method == PeftMethod::None) {
     throw ConfigError(cfg.file + ": peft.method: none trains nothing; train takes lora, adapter or full (eval and "
                       "generate take none)");
@@ -187,13 +191,7 @@ int cmd_train(int argc, char** argv) {
                      why.c_str(), static_cast<long long>(done), static_cast<long long>(t.steps), where.c_str());
         std::fflush(stderr);
       }
-      // Under launch/run.sh the ranks exit 0 and the script returns 75 from this file: mpirun would
-      // meet a non-zero exit with a teardown that sleeps twice its grace.
-      if (const char* f = std::getenv("DELTASHARD_STATUS_FILE")) {
-        if (rank0) write_file_atomic(f, std::to_string(kExitStopped) + "\n");
-        return kExitOk;
-      }
-      return kExitStopped;
+      return stopped_exit(rank0);
     }
     if (t.eval_every > 0 && done % t.eval_every == 0 && done != t.steps) eval_and_log("");
     if (s.config().checkpoint.every > 0 && done % s.config().checkpoint.every == 0 && done != t.steps &&

@@ -26,6 +26,7 @@ struct Command {
 const std::map<std::string, Command>& commands() {
   static const std::map<std::string, Command> c{
       {"train", {ds::cmd_train, "train CONFIG: fine-tune (lora, adapter, full) under mpirun with DP and TP"}},
+      {"campaign", {ds::cmd_campaign, "campaign CONFIG: many LoRA jobs on one shared frozen base, each as its own run"}},
       {"eval", {ds::cmd_eval, "eval CONFIG [--checkpoint DIR] [--merged]: held-out loss and perplexity"}},
       {"merge", {ds::cmd_merge, "merge CONFIG --checkpoint DIR --out DIR: write W0 + s·B·A as a model directory"}},
       {"convert", {ds::cmd_convert, "convert --model DIR --out DIR --layout gpt2|llama|deltashard: rewrite a model directory"}},

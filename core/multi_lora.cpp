@@ -1,0 +1,112 @@
+#include "core/multi_lora.h"
+
+#include <stdexcept>
+
+namespace ds {
+
+MultiLoraImpl::MultiLoraImpl(LinearOptions layer, torch::Device device, std::shared_ptr<JobRows> rows)
+    : layer_(std::move(layer)), device_(device), rows_(std::move(rows)) {}
+
+void MultiLoraImpl::add_job(size_t job, const LoraOptions& lora) {
+  if (has_job(job)) throw std::logic_error(layer_.spec.name + ": job " + std::to_string(job) + " already has LoRA");
+  if (lora.r <= 0) throw std::invalid_argument(layer_.spec.name + ": LoRA rank must be positive");
+  if (pairs_.size() <= job) pairs_.resize(job + 1);
+  auto [A, B] = draw_lora_factors(layer_, lora, device_);
+  // A module per job keeps the parameter names of a run alone after its "jobN." prefix.
+  auto holder = register_module("job" + std::to_string(job), std::make_shared<torch::nn::Module>());
+  Pair& p = pairs_[job];
+  p.A = holder->register_parameter("lora_A", A);
+  p.B = holder->register_parameter("lora_B", B);
+  p.scale = lora_scale(lora);
+  p.dropout = lora.dropout;
+}
+
+torch::Tensor dropout_from(const torch::Tensor& x, double p, const at::Generator& gen) {
+  torch::Tensor noise = at::empty_like(x, at::MemoryFormat::Contiguous);
+  noise.bernoulli_(1 - p, gen);
+  noise.div_(1 - p);
+  return x * noise;
+}
+
+torch::Tensor MultiLoraImpl::delta(size_t job, const torch::Tensor& x) {
+  const Pair& p = pairs_[job];
+  torch::Tensor xa = x;
+  if (p.dropout > 0 && is_training()) {
+    const auto& gens = rows_->dropout;
+    const int64_t len = job < rows_->length.size() && rows_->length[job] > 0 ? rows_->length[job] : x.size(1);
+    if (job < gens.size() && gens[job].defined()) {
+      // Positions past the job's own length are padding: no real token sees them, so they need no mask.
+      xa = len < x.size(1) ? torch::cat({dropout_from(x.narrow(1, 0, len), p.dropout, gens[job]),
+                                         x.narrow(1, len, x.size(1) - len)}, 1)
+                           : dropout_from(x, p.dropout, gens[job]);
+    } else {
+      xa = torch::dropout(x, p.dropout, true);
+    }
+  }
+  // The same operations, in the same order, as LinearImpl's own LoRA branch.
+  xa = torch::nn::functional::linear(xa, p.A.to(x.dtype()));
+  return p.scale * torch::nn::functional::linear(xa, p.B.to(x.dtype()));
+}
+
+torch::Tensor MultiLoraImpl::forward(const torch::Tensor& x) {
+  const JobRows& r = *rows_;
+  if (r.only >= 0) {
+    const auto j = static_cast<size_t>(r.only);
+    return has_job(j) ? delta(j, x) : torch::Tensor();
+  }
+  const int64_t out_l = layer_.spec.out / (layer_.shard.split == Split::Rows ? layer_.shard.size : 1);
+  std::vector<torch::Tensor> parts;
+  bool any = false;
+  int64_t off = 0;
+  for (size_t j = 0; j < r.rows.size(); ++j) {
+    const int64_t n = r.rows[j];
+    if (n == 0) continue;
+    const torch::Tensor xj = x.narrow(0, off, n);
+    if (has_job(j)) {
+      parts.push_back(delta(j, xj));
+      any = true;
+    } else {
+      std::vector<int64_t> shape = xj.sizes().vec();
+      shape.back() = out_l;
+      parts.push_back(torch::zeros(shape, x.options()));
+    }
+    off += n;
+  }
+  if (off != x.size(0)) {
+    throw std::logic_error(layer_.spec.name + ": the jobs' rows (" + std::to_string(off) + ") are not the batch's " +
+                           std::to_string(x.size(0)));
+  }
+  return any ? torch::cat(parts, 0) : torch::Tensor();
+}
+
+std::map<std::string, ParamShard> MultiLoraImpl::param_shards() const {
+  std::map<std::string, ParamShard> out;
+  const auto [a, b] = lora_shards(layer_.shard);
+  for (size_t j = 0; j < pairs_.size(); ++j) {
+    if (!has_job(j)) continue;
+    out["job" + std::to_string(j) + ".lora_A"] = a;
+    out["job" + std::to_string(j) + ".lora_B"] = b;
+  }
+  return out;
+}
+
+MultiLoraImpl& multi_lora_of(LinearImpl& layer, const std::shared_ptr<JobRows>& rows) {
+  if (!layer.multi_lora) {
+    layer.multi_lora = layer.register_module(
+        "multi_lora", std::make_shared<MultiLoraImpl>(layer.options(), layer.weight.device(), rows));
+  }
+  return *layer.multi_lora;
+}
+
+std::optional<std::pair<size_t, std::string>> job_param(const std::string& name) {
+  static const std::string mark = ".multi_lora.job";
+  const auto at = name.find(mark);
+  if (at == std::string::npos) return std::nullopt;
+  const auto dot = name.find('.', at + mark.size());
+  if (dot == std::string::npos) return std::nullopt;
+  const std::string digits = name.substr(at + mark.size(), dot - at - mark.size());
+  if (digits.empty() || digits.find_first_not_of("0123456789") != std::string::npos) return std::nullopt;
+  return std::make_pair(static_cast<size_t>(std::stoul(digits)), name.substr(0, at) + name.substr(dot));
+}
+
+}  // namespace ds
