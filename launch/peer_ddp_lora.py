@@ -39,6 +39,7 @@ def fail(msg):
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config", default="configs/bench/cpu/ddp-lora.yaml", help="DeltaShard run config (YAML)")
+    p.add_argument("--profile", default="", help="write rank 0's timed steps as a Chrome trace to this file")
     p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"], help="frozen base weights' type")
     p.add_argument("--steps", type=int, default=20, help="timed steps (default 20)")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3)")
@@ -270,10 +271,18 @@ def main():
     for i in range(a.warmup):
         loss = step(i)
     times_ms = []
+    # --profile: rank 0's timed steps in a Chrome trace, as `deltashard bench step --profile` writes
+    # (launch/profile_summary.py reads both).
+    prof = torch.autograd.profiler.profile() if a.profile and rank == 0 else None
+    if prof:
+        prof.__enter__()
     for i in range(a.warmup, total):
         t0 = time.perf_counter()
         loss = step(i)
         times_ms.append((time.perf_counter() - t0) * 1000.0)
+    if prof:
+        prof.__exit__(None, None, None)
+        prof.export_chrome_trace(a.profile)
     if not math.isfinite(loss):
         fail(f"the loss is {loss}")
 
@@ -301,7 +310,11 @@ def main():
             "torch": torch.__version__,
         }
         print(json.dumps({a.dtype: {"lora": res}}, separators=(",", ":")), flush=True)
-    dist.destroy_process_group()
+    # Every rank is done with the collectives here; exiting without destroy_process_group avoids a
+    # teardown that once left one gloo rank spinning after the result was printed.
+    dist.barrier()
+    sys.stdout.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":
