@@ -2,9 +2,13 @@
 // checkpoints, safetensors validation, and that training lowers the loss.
 #include <gtest/gtest.h>
 
+#include <sys/resource.h>
+
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 
+#include "core/heap.h"
 #include "core/model_io.h"
 #include "core/peft.h"
 #include "core/safetensors.h"
@@ -260,4 +264,43 @@ TEST(Safetensors, MalformedFilesGiveErrorsNamingFileAndTensor) {
   expect_error(dtype, "unknown dtype");
   EXPECT_THROW(f.at("missing", path), FileError);
   std::filesystem::remove(path);
+}
+
+namespace {
+// Minor page faults taken by one "step" that allocates, writes and frees three large tensors.
+long faults_in_a_step() {
+  rusage before{}, after{};
+  getrusage(RUSAGE_SELF, &before);
+  std::vector<torch::Tensor> ts;
+  for (int64_t mib : {64, 16, 48}) ts.push_back(torch::empty({mib << 18}, torch::kFloat).fill_(1.0f));
+  ts.clear();
+  getrusage(RUSAGE_SELF, &after);
+  return after.ru_minflt - before.ru_minflt;
+}
+
+// Faults over the last three of ten steps: the steady state of a training loop.
+long steady_state_faults() {
+  long faults = 0;
+  for (int i = 0; i < 10; ++i) {
+    const long f = faults_in_a_step();
+    if (i >= 7) faults += f;
+  }
+  return faults;
+}
+}  // namespace
+
+// The memory a step frees is reused by the next step without faulting its pages in again.
+TEST(Heap, FreedTensorMemoryIsReusedWithoutPageFaults) {
+#if !defined(__GLIBC__)
+  GTEST_SKIP() << "the heap policy applies to glibc only";
+#endif
+  const char* tunables = std::getenv("GLIBC_TUNABLES");
+  if (tunables && std::string(tunables).find("glibc.malloc.") != std::string::npos) {
+    GTEST_SKIP() << "GLIBC_TUNABLES sets malloc tunables, which keep_freed_memory() leaves alone";
+  }
+  const long pages_per_step = (128 << 20) / 4096;
+  // glibc's default: blocks this large are mapped on allocation and unmapped on free.
+  EXPECT_GT(steady_state_faults(), pages_per_step);
+  ASSERT_TRUE(keep_freed_memory());
+  EXPECT_LT(steady_state_faults(), pages_per_step / 16);
 }

@@ -9,6 +9,8 @@
 #include <string>
 #include <unordered_map>
 
+#include "core/heap.h"
+
 namespace ds {
 
 namespace {
@@ -106,6 +108,7 @@ int64_t cpu_peak_bytes() { return g_peak.load(); }
 void reset_cpu_peak() { g_peak = g_live.load(); }
 
 void reset_peak_rss() {
+  release_free_memory();
   std::ofstream out("/proc/self/clear_refs");
   if (out) out << "5";
 }

@@ -8,6 +8,7 @@ namespace ds {
 
 // MiB (VmHWM).
 double peak_rss_mib();
+// Hands free heap pages back first (core/heap.h), so the new peak starts from what is live.
 void reset_peak_rss();
 // MiB now (VmRSS).
 double rss_mib();

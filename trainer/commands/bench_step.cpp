@@ -99,10 +99,10 @@ int cmd_bench_step(int argc, char** argv) {
       // plus this process's resident memory before the model exists (LibTorch, MPI, the previous
       // case's leftovers), measured here, since peak RSS includes it.
       const MemoryEstimate est = estimate_memory(cfg, grid.dp);
+      reset_peak_rss();
       const double baseline_mib = rss_mib();
       const int64_t live0 = cpu_live_bytes();
       reset_cpu_peak();
-      reset_peak_rss();
       TrainerOptions to;
       to.random_data = random_data;
       to.time_phases = true;

@@ -10,6 +10,7 @@
 
 #include <c10/util/Exception.h>
 
+#include "core/heap.h"
 #include "core/safetensors.h"
 #include "core/yaml_fields.h"
 #include "dist/check.h"
@@ -53,6 +54,7 @@ void usage() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  ds::keep_freed_memory();
   ds::MpiEnv mpi(&argc, &argv);
   if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h")) {
     usage();
