@@ -212,6 +212,10 @@ TransformerImpl::TransformerImpl(const ModelConfig& c, LinearFactory f) : cfg(c)
 }
 
 torch::Tensor TransformerImpl::forward(const torch::Tensor& idx, KVCache* cache, const Packing* packing) {
+  return head(hidden(idx, cache, packing));
+}
+
+torch::Tensor TransformerImpl::hidden(const torch::Tensor& idx, KVCache* cache, const Packing* packing) {
   const int64_t T = idx.size(1);
   const int64_t past = cache ? cache->length() : 0;
   TORCH_CHECK(past + T <= cfg.max_seq_len, "sequence length ", past + T, " exceeds model.max_seq_len ",
@@ -240,8 +244,11 @@ torch::Tensor TransformerImpl::forward(const torch::Tensor& idx, KVCache* cache,
       x = blocks[i]->forward(x, nullptr, nullptr, packing);
     }
   }
-  x = ln_f->forward(x);
-  return lm_head ? lm_head->forward(x) : F::linear(x, wte->weight.to(x.scalar_type()));
+  return ln_f->forward(x);
+}
+
+torch::Tensor TransformerImpl::head(const torch::Tensor& h) {
+  return lm_head ? lm_head->forward(h) : F::linear(h, wte->weight.to(h.scalar_type()));
 }
 
 torch::Tensor lm_loss(const torch::Tensor& logits, const torch::Tensor& targets) {

@@ -113,6 +113,11 @@ struct TransformerImpl : torch::nn::Module {
   // idx [B, T] int64 -> logits [B, T, vocab] in the compute type. With a cache, idx continues the
   // cached positions. With packing (no cache), positions and attention follow it.
   torch::Tensor forward(const torch::Tensor& idx, KVCache* cache = nullptr, const Packing* packing = nullptr);
+  // forward is head(hidden(...)): the final normed hidden states [B, T, d_model] in the compute
+  // type, then the vocabulary head on any rows of them. A campaign takes its jobs' losses from
+  // their own rows, so that only one job's vocabulary-wide logits exist at a time.
+  torch::Tensor hidden(const torch::Tensor& idx, KVCache* cache = nullptr, const Packing* packing = nullptr);
+  torch::Tensor head(const torch::Tensor& h);
 
   ModelConfig cfg;
   LinearFactory factory;

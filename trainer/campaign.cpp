@@ -230,30 +230,26 @@ CampaignStepResult Campaign::step() {
       if (r.jobs[j].active) parts.push_back(&batches[j][static_cast<size_t>(a)]);
     }
     const JointBatch jb = join(parts);
-    const torch::Tensor logits = built_.model->forward(jb.x, nullptr, jb.packing ? &*jb.packing : nullptr);
-    // Every token's loss from one cross entropy over the joint logits: the vocabulary-wide softmax
-    // and its gradient run once, not once per job (a per-job slice of the logits would give each
-    // job a gradient as large as the whole batch's), and per row exactly as in a run alone.
-    namespace F = torch::nn::functional;
-    const torch::Tensor token_loss =
-        F::cross_entropy(logits.reshape({-1, logits.size(-1)}).to(torch::kFloat), jb.y.reshape({-1}),
-                         F::CrossEntropyFuncOptions().ignore_index(-100).reduction(torch::kNone))
-            .view(jb.y.sizes());
-    torch::Tensor total;
+    const torch::Tensor h = built_.model->hidden(jb.x, nullptr, jb.packing ? &*jb.packing : nullptr);
+    // Each job's head and loss on its own rows and length, as in its run alone (lm_loss, lm_loss_sum),
+    // each taken backward at once to the shared hidden states: only one job's vocabulary-wide
+    // logits and their gradient exist at a time, and the head's products have the run alone's
+    // shapes. The head is frozen in a campaign (LoRA targets only block layers), so this backward
+    // touches no trainable parameter and no collective; the blocks' backward follows, once.
+    ledger.set_phase("bwd");
+    const torch::Tensor h_jobs = h.detach().requires_grad_(true);
     int64_t off = 0;
     for (size_t j = 0; j < J; ++j) {
       if (!r.jobs[j].active) continue;
       const Batch& b = batches[j][static_cast<size_t>(a)];
-      const torch::Tensor mine = token_loss.narrow(0, off, b.x.size(0)).narrow(1, 0, b.x.size(1));
+      const torch::Tensor logits = built_.model->head(h_jobs.narrow(0, off, b.x.size(0)).narrow(1, 0, b.x.size(1)));
       off += b.x.size(0);
-      // Each job's loss as its run alone takes it (lm_loss: the mean; lm_loss_sum: the sum over
-      // counted targets, scaled); their sum's gradient is each job's own.
-      const torch::Tensor loss = jobs_[j]->sft ? mine.sum() * loss_scale[j] : mine.mean() / static_cast<double>(accum);
+      const torch::Tensor loss = jobs_[j]->sft ? lm_loss_sum(logits, b.y) * loss_scale[j]
+                                               : lm_loss(logits, b.y) / static_cast<double>(accum);
       loss_sum[j] += loss.detach().to(torch::kDouble);
-      total = total.defined() ? total + loss : loss;
+      loss.backward();
     }
-    ledger.set_phase("bwd");
-    total.backward();
+    h.backward(h_jobs.grad());
   }
   std::fill(rows_->rows.begin(), rows_->rows.end(), 0);
   ledger.set_phase("step");
