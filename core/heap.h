@@ -7,7 +7,8 @@ namespace ds {
 
 // Keeps freed memory in the heap for reuse: no mmap for large blocks, no trimming below 1 GiB.
 // Call once at the start of main, before any tensor exists. Does nothing where the C library is
-// not glibc, or where GLIBC_TUNABLES sets a glibc.malloc tunable (the user's choice wins).
+// not glibc, or where the user chose: a glibc.malloc tunable in GLIBC_TUNABLES, or one of the
+// older MALLOC_MMAP_MAX_, MALLOC_MMAP_THRESHOLD_, MALLOC_TRIM_THRESHOLD_, MALLOC_TOP_PAD_.
 // Returns whether the policy was applied.
 bool keep_freed_memory();
 
