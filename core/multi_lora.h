@@ -33,7 +33,8 @@ struct JobRows {
 //   delta[R_j] = s_j·(drop_j(x[R_j])·A_jᵀ)·B_jᵀ,  s_j = alpha_j/r_j (alpha_j/√r_j with rsLoRA),
 // and 0 on the rows of a job with no pair here. The layer adds delta to x·Wᵀ before its reduction:
 // y = x·Wᵀ + Σ_j rows_j[...], one base product for the whole batch. Every row depends only on its
-// own job's pair, so one backward of the sum of the jobs' losses gives each job its own gradient.
+// own job's pair, so one backward of the blocks, from the sum of the jobs' loss gradients, gives each
+// job its own gradient.
 struct MultiLoraImpl : torch::nn::Module {
   MultiLoraImpl(LinearOptions layer, torch::Device device, std::shared_ptr<JobRows> rows);
 

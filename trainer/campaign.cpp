@@ -12,6 +12,7 @@
 #include "core/json.h"
 #include "trainer/campaign_config.h"
 #include "trainer/manifest.h"
+#include "trainer/memory_model.h"
 #include "trainer/stop_signals.h"
 
 namespace ds {
@@ -95,6 +96,7 @@ Campaign::Campaign(RunConfig cfg, ProcessGrid& grid, const std::string& resume) 
   resolve_run_config(cfg_);
   check_campaign_supported(cfg_);
   set_threads(cfg_);
+  check_fits_memory(cfg_, grid_.dp);
   // The frozen base alone; the jobs' pairs are added beside its layers.
   RunConfig base = cfg_;
   base.campaign.clear();

@@ -1,11 +1,16 @@
 #include "trainer/memory_model.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <set>
 
 #include <torch/version.h>
 
+#include "core/errors.h"
 #include "dist/dry_run.h"
+#include "dist/mpi_env.h"
+#include "trainer/campaign_config.h"
+#include "trainer/memory_stats.h"
 #include "trainer/model_builder.h"
 
 namespace ds {
@@ -371,6 +376,99 @@ Json MemoryEstimate::to_json() const {
   a["block_transient_bytes"] = activations.block_transient;
   j["activations"] = a;
   return j;
+}
+
+namespace {
+// The joint batch's activation peak from its jobs' breakdowns (each at the same recompute
+// setting): every job's kept block tensors, and under recompute its rows of the recomputed block,
+// and the blocks' backward transients, all at once; then the head and loss of one job at a time,
+// the largest. Slightly above the truth: the largest job's block transients count twice.
+ActivationBreakdown joint_activations(const std::vector<ActivationBreakdown>& jobs, bool recompute) {
+  ActivationBreakdown out;
+  int64_t joint = 0, head_and_loss = 0;
+  for (const ActivationBreakdown& a : jobs) {
+    out.block_saved += a.block_saved;
+    out.blocks_saved += a.blocks_saved;
+    out.block_transient += a.block_transient;
+    out.head_saved = std::max(out.head_saved, a.head_saved);
+    out.loss_transient = std::max(out.loss_transient, a.loss_transient);
+    joint += a.blocks_saved + a.block_transient + (recompute ? a.block_saved : 0);
+    head_and_loss = std::max(head_and_loss, a.peak - a.blocks_saved);
+  }
+  out.peak = joint + head_and_loss;
+  return out;
+}
+}  // namespace
+
+MemoryEstimate estimate_campaign_memory(const RunConfig& cfg, int dp) {
+  MemoryEstimate total;
+  std::vector<ActivationBreakdown> keep, again;
+  for (size_t j = 0; j < cfg.campaign.size(); ++j) {
+    RunConfig job = job_config(cfg, j);
+    job.train.recompute = Recompute::None;
+    const MemoryEstimate e = estimate_memory(job, dp);
+    keep.push_back(e.activations);
+    job.train.recompute = Recompute::Layer;
+    again.push_back(estimate_memory(job, dp).activations);
+    if (j == 0) {
+      total = e;
+      total.trainable_bytes = total.grad_bytes = total.optimizer_bytes = 0;
+    }
+    total.trainable_bytes += e.trainable_bytes;
+    total.grad_bytes += e.grad_bytes;
+    total.optimizer_bytes += e.optimizer_bytes;
+  }
+  const ActivationBreakdown k = joint_activations(keep, false), a = joint_activations(again, true);
+  total.recompute = cfg.train.recompute == Recompute::Layer;
+  total.activations = total.recompute ? a : k;
+  total.activation_bytes = total.activations.peak;
+  total.activation_bytes_keep = k.peak;
+  total.activation_bytes_recompute = a.peak;
+  total.total_bytes =
+      total.frozen_bytes + total.trainable_bytes + total.grad_bytes + total.optimizer_bytes + total.activation_bytes;
+  return total;
+}
+
+void check_fits_memory(const RunConfig& cfg, int dp) {
+  if (cfg.train.device != Device::Cpu) return;
+  const int64_t machine = machine_memory_bytes();
+  if (machine <= 0) return;
+  const MemoryEstimate e = cfg.campaign.empty() ? estimate_memory(cfg, dp) : estimate_campaign_memory(cfg, dp);
+  const int64_t ranks = std::max(1, local_size());
+  if (e.total_bytes * ranks <= machine) return;
+  const auto gib = [](int64_t b) { return static_cast<double>(b) / (1024.0 * 1024.0 * 1024.0); };
+  char msg[768];
+  const int64_t fixed = e.total_bytes - e.activation_bytes;
+  if (fixed * ranks > machine) {
+    // The weights and optimizer state alone do not fit: no micro batch would, so name the model.
+    const ModelConfig& m = cfg.model;
+    std::snprintf(msg, sizeof msg,
+                  "model: %lld layers, d_model %lld, d_ff %lld, vocab %lld needs about %.1f GiB per rank before any "
+                  "activation (frozen weights %.1f GiB in %s at tp %d, trainable, gradients and optimizer %.1f GiB; "
+                  "deltashard inspect --memory) x %lld ranks on this node, above this machine's %.1f GiB; use "
+                  "model.dtype: bf16, a larger parallel.tp, or a smaller model",
+                  static_cast<long long>(m.n_layer), static_cast<long long>(m.d_model), static_cast<long long>(m.d_ff),
+                  static_cast<long long>(m.vocab_size), gib(fixed), gib(e.frozen_bytes), e.dtype.c_str(), e.tp,
+                  gib(fixed - e.frozen_bytes), static_cast<long long>(ranks), gib(machine));
+    throw ConfigError(msg);
+  }
+  if (!cfg.campaign.empty()) {
+    std::snprintf(msg, sizeof msg,
+                  "campaign: %zu jobs need about %.1f GiB per rank (activations of the joint batch %.1f GiB, weights and "
+                  "optimizers %.1f GiB; deltashard inspect --memory on a job's config gives one job's) x %lld ranks on "
+                  "this node, above this machine's %.1f GiB; run fewer jobs or lower their train.micro_batch",
+                  cfg.campaign.size(), gib(e.total_bytes), gib(e.activation_bytes), gib(fixed),
+                  static_cast<long long>(ranks), gib(machine));
+    throw ConfigError(msg);
+  }
+  std::snprintf(msg, sizeof msg,
+                "train.micro_batch: %lld needs about %.1f GiB per rank (activations %.1f GiB, weights and optimizer "
+                "%.1f GiB; deltashard inspect --memory) x %lld ranks on this node, above this machine's %.1f GiB; "
+                "lower train.micro_batch%s",
+                static_cast<long long>(cfg.train.micro_batch), gib(e.total_bytes), gib(e.activation_bytes),
+                gib(fixed), static_cast<long long>(ranks), gib(machine),
+                e.recompute ? "" : " or set train.recompute: layer");
+  throw ConfigError(msg);
 }
 
 }  // namespace ds

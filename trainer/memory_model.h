@@ -46,6 +46,18 @@ struct MemoryEstimate {
 // `dp` (ZeRO-1 divides optimizer state by it).
 MemoryEstimate estimate_memory(const RunConfig& cfg, int dp = 1);
 
+// A campaign's (trainer/campaign.h): the frozen base once; every job's trainable parameters,
+// gradients and optimizer state; the joint batch's block activations (the jobs' sums) and one
+// job's head and loss at a time (the largest). The activation breakdown holds the jobs' sums for
+// the block terms and the largest job's for the head and loss; micro_batch and seq_len are job 0's.
+MemoryEstimate estimate_campaign_memory(const RunConfig& cfg, int dp = 1);
+
+// Refuses (ConfigError, naming the model's sizes or the micro batch) a CPU run, or campaign, whose
+// estimate times the ranks sharing this node exceeds the machine's memory, before anything is
+// allocated: it would otherwise be killed by the kernel part-way, or swap. The estimate leaves out
+// the process's own baseline, so it refuses only what cannot fit.
+void check_fits_memory(const RunConfig& cfg, int dp);
+
 // The activation term for `model` (built, possibly on the meta device, with its PEFT applied and
 // its trainable parameters float32) on micro-batches of `batch` × `seq_len` tokens, computing in
 // `compute` on `device`.

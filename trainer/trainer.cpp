@@ -100,43 +100,6 @@ SftDataset load_sft_dataset(const RunConfig& cfg, const std::optional<BpeTokeniz
 }
 
 namespace {
-// A CPU run whose estimated memory (trainer/memory_model.h), times the ranks sharing this node,
-// exceeds the machine's is refused before anything is allocated: it would otherwise be killed by
-// the kernel part-way, or swap. The estimate leaves out the process's own baseline, so it refuses
-// only runs that cannot fit.
-void check_fits_memory(const RunConfig& cfg, int dp) {
-  if (cfg.train.device != Device::Cpu) return;
-  const int64_t machine = machine_memory_bytes();
-  if (machine <= 0) return;
-  const MemoryEstimate e = estimate_memory(cfg, dp);
-  const int64_t ranks = std::max(1, local_size());
-  if (e.total_bytes * ranks <= machine) return;
-  const auto gib = [](int64_t b) { return static_cast<double>(b) / (1024.0 * 1024.0 * 1024.0); };
-  char msg[768];
-  const int64_t fixed = e.total_bytes - e.activation_bytes;
-  if (fixed * ranks > machine) {
-    // The weights and optimizer state alone do not fit: no micro batch would, so name the model.
-    const ModelConfig& m = cfg.model;
-    std::snprintf(msg, sizeof msg,
-                  "model: %lld layers, d_model %lld, d_ff %lld, vocab %lld needs about %.1f GiB per rank before any "
-                  "activation (frozen weights %.1f GiB in %s at tp %d, trainable, gradients and optimizer %.1f GiB; "
-                  "deltashard inspect --memory) x %lld ranks on this node, above this machine's %.1f GiB; use "
-                  "model.dtype: bf16, a larger parallel.tp, or a smaller model",
-                  static_cast<long long>(m.n_layer), static_cast<long long>(m.d_model), static_cast<long long>(m.d_ff),
-                  static_cast<long long>(m.vocab_size), gib(fixed), gib(e.frozen_bytes), e.dtype.c_str(), e.tp,
-                  gib(fixed - e.frozen_bytes), static_cast<long long>(ranks), gib(machine));
-    throw ConfigError(msg);
-  }
-  std::snprintf(msg, sizeof msg,
-                "train.micro_batch: %lld needs about %.1f GiB per rank (activations %.1f GiB, weights and optimizer "
-                "%.1f GiB; deltashard inspect --memory) x %lld ranks on this node, above this machine's %.1f GiB; "
-                "lower train.micro_batch%s",
-                static_cast<long long>(cfg.train.micro_batch), gib(e.total_bytes), gib(e.activation_bytes),
-                gib(fixed), static_cast<long long>(ranks), gib(machine),
-                e.recompute ? "" : " or set train.recompute: layer");
-  throw ConfigError(msg);
-}
-
 // Random tokens for benchmarks: enough for every window of the run to be distinct in practice.
 TokenDataset random_dataset(const RunConfig& cfg, int dp) {
   const auto& t = cfg.train;

@@ -176,7 +176,8 @@ void print_memory(const RunConfig& cfg, int dp, bool json) {
   // This process's resident memory before any model exists: what LibTorch, MPI and the program
   // take by themselves (host memory; a CPU run's peak RSS includes it).
   const double baseline = rss_mib();
-  const MemoryEstimate e = estimate_memory(cfg, dp);
+  // A campaign config: the whole campaign (trainer/memory_model.h), each job's own by its job config.
+  const MemoryEstimate e = cfg.campaign.empty() ? estimate_memory(cfg, dp) : estimate_campaign_memory(cfg, dp);
   if (json) {
     Json j = e.to_json();
     j["process_baseline_bytes"] = static_cast<int64_t>(baseline * 1024 * 1024);
@@ -184,6 +185,11 @@ void print_memory(const RunConfig& cfg, int dp, bool json) {
     return;
   }
   const auto mib = [](int64_t b) { return static_cast<double>(b) / (1024.0 * 1024.0); };
+  if (!cfg.campaign.empty()) {
+    print0("# a campaign of %zu jobs: one frozen base, every job's LoRA and optimizer, the joint batch's block "
+           "activations, one job's head and loss at a time (micro_batch below: job 0's)\n",
+           cfg.campaign.size());
+  }
   print0("# memory per rank: %s, tp %d, dp %d, zero %d, %s base computing in %s on %s, micro_batch %lld x seq %lld, "
          "attention %s, recompute %s\n",
          cfg.file.c_str(), e.tp, e.dp, cfg.parallel.zero, e.dtype.c_str(), e.compute.c_str(),
