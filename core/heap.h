@@ -5,7 +5,9 @@
 
 namespace ds {
 
-// Keeps freed memory in the heap for reuse: no mmap for large blocks, no trimming below 1 GiB.
+// Keeps freed memory in the heap for reuse: no mmap for large blocks, no trimming below 1 GiB, and
+// LibTorch's CPU tensors from malloc rather than posix_memalign (glibc 2.36's memalign does not
+// reuse a freed block for the next request of its size).
 // Call once at the start of main, before any tensor exists. Does nothing where the C library is
 // not glibc, or where the user chose: a glibc.malloc tunable in GLIBC_TUNABLES, or one of the
 // older MALLOC_MMAP_MAX_, MALLOC_MMAP_THRESHOLD_, MALLOC_TRIM_THRESHOLD_, MALLOC_TOP_PAD_.
