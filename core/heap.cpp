@@ -53,12 +53,13 @@ bool keep_freed_memory() {
   // per step on configs/bench/cpu/ddp-lora.yaml, 51,000 on a GPT-2-small LoRA step. glibc still
   // maps what its heaps cannot hold: a block when brk fails, or one above 64 MiB requested from
   // another thread's arena (the main thread, which runs the CPU forward and backward, uses brk).
-  const bool ok = mallopt(M_MMAP_MAX, 0) == 1;
+  const bool no_mmap = mallopt(M_MMAP_MAX, 0) == 1;
   // Free memory at the top of the heap is returned only above 1 GiB: a step's transients are
   // smaller, so they stay, and a freed model (select, compare between cases) still goes back.
+  const bool no_trim = mallopt(M_TRIM_THRESHOLD, 1 << 30) == 1;
   static HeapAllocator allocator;
   c10::SetCPUAllocator(&allocator, /*priority=*/50);  // below trainer/memory_stats' counting wrapper
-  return mallopt(M_TRIM_THRESHOLD, 1 << 30) == 1 && ok;
+  return no_mmap && no_trim;
 #else
   return false;
 #endif

@@ -269,15 +269,22 @@ TEST(Safetensors, MalformedFilesGiveErrorsNamingFileAndTensor) {
 }
 
 namespace {
-// Minor page faults taken by one "step" that allocates, writes and frees three large tensors.
-long faults_in_a_step() {
+// Minor page faults taken while `work` runs.
+template <class F>
+long minor_faults(F work) {
   rusage before{}, after{};
   getrusage(RUSAGE_SELF, &before);
-  std::vector<torch::Tensor> ts;
-  for (int64_t mib : {64, 16, 48}) ts.push_back(torch::empty({mib << 18}, torch::kFloat).fill_(1.0f));
-  ts.clear();
+  work();
   getrusage(RUSAGE_SELF, &after);
   return after.ru_minflt - before.ru_minflt;
+}
+
+// One "step" that allocates, writes and frees three large tensors.
+long faults_in_a_step() {
+  return minor_faults([] {
+    std::vector<torch::Tensor> ts;
+    for (int64_t mib : {64, 16, 48}) ts.push_back(torch::empty({mib << 18}, torch::kFloat).fill_(1.0f));
+  });
 }
 
 // Faults over the last three of ten steps: the steady state of a training loop.
@@ -313,11 +320,8 @@ TEST(Heap, FreedTensorMemoryIsReusedWithoutPageFaults) {
   // 2.36's posix_memalign would carve each from fresh memory above the last.
   long same_size = 0;
   for (int i = 0; i < 6; ++i) {
-    rusage before_fill{}, after_fill{};
-    getrusage(RUSAGE_SELF, &before_fill);
-    torch::Tensor t = torch::empty({16 << 20}, torch::kFloat).fill_(1.0f);
-    getrusage(RUSAGE_SELF, &after_fill);
-    if (i >= 2) same_size += after_fill.ru_minflt - before_fill.ru_minflt;
+    const long f = minor_faults([] { torch::empty({16 << 20}, torch::kFloat).fill_(1.0f); });
+    if (i >= 2) same_size += f;
   }
   EXPECT_LT(same_size, pages_per_step / 16);
 }
