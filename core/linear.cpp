@@ -104,7 +104,7 @@ torch::Tensor LinearImpl::forward(const torch::Tensor& x) {
   const bool row_parallel = options_.shard.split == Split::Cols;
   const auto t = x.scalar_type();
   const torch::Tensor b = row_parallel || !bias.defined() ? torch::Tensor() : bias.to(t);
-  torch::Tensor y = torch::nn::functional::linear(x, weight.to(t), b);
+  torch::Tensor y = multi_lora ? multi_lora->base(x, weight.to(t), b) : torch::nn::functional::linear(x, weight.to(t), b);
   if (has_lora() && !merged_) {
     torch::Tensor xa = drop_ ? drop_->forward(x) : x;
     // (x·Aᵀ)·Bᵀ costs r·(in+out) per token instead of materialising B·A.

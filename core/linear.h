@@ -144,6 +144,9 @@ struct LinearFactory {
   // Brackets a block's recomputed forward (train.recompute), so the collectives it repeats are
   // recorded as such; empty when unsharded.
   std::function<void(bool)> recompute_phase;
+  // Random streams besides the global generator that a block's dropout draws from (a campaign's
+  // per-job generators, core/multi_lora.h), replayed with it when a block is recomputed; empty: none.
+  std::function<std::vector<at::Generator>()> dropout_streams;
 };
 
 LinearFactory dense_factory(const ParamOptions& params = {});

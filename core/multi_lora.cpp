@@ -79,6 +79,27 @@ torch::Tensor MultiLoraImpl::forward(const torch::Tensor& x) {
   return any ? torch::cat(parts, 0) : torch::Tensor();
 }
 
+torch::Tensor MultiLoraImpl::base(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b) {
+  const JobRows& r = *rows_;
+  if (!r.per_job_products || r.only >= 0) return torch::nn::functional::linear(x, w, b);
+  if (x.dim() != 3) throw std::logic_error(layer_.spec.name + ": per-job products need [batch, time, features]");
+  // One split, so the backward assembles x's gradient once rather than summing a full-size one per job.
+  const std::vector<torch::Tensor> xs = x.split_with_sizes(r.rows, 0);
+  std::vector<torch::Tensor> parts;
+  for (size_t j = 0; j < xs.size(); ++j) {
+    const int64_t n = r.rows[j];
+    if (n == 0) continue;
+    const int64_t len = j < r.length.size() && r.length[j] > 0 ? r.length[j] : x.size(1);
+    torch::Tensor xj = len < x.size(1) ? xs[j].narrow(1, 0, len) : xs[j];
+    // As contiguous as the run alone's input, so torch takes the same path (addmm or matmul + add).
+    if (x.is_contiguous()) xj = xj.contiguous();
+    torch::Tensor y = torch::nn::functional::linear(xj, w, b);
+    if (len < x.size(1)) y = torch::cat({y, torch::zeros({n, x.size(1) - len, y.size(2)}, y.options())}, 1);
+    parts.push_back(y);
+  }
+  return torch::cat(parts, 0);
+}
+
 std::map<std::string, ParamShard> MultiLoraImpl::param_shards() const {
   std::map<std::string, ParamShard> out;
   const auto [a, b] = lora_shards(layer_.shard);

@@ -23,6 +23,9 @@ struct JobRows {
   // batch's), so its dropout masks have the shape they have in a run alone.
   std::vector<int64_t> length;
   int64_t only = -1;          // >= 0: every row is this job's (evaluation, generation)
+  // The frozen products once per job on its own rows and length (MultiLoraImpl::base), instead of
+  // once on the whole batch.
+  bool per_job_products = false;
   // Per job: the stream its dropout masks come from (empty or undefined: the global generator).
   std::vector<at::Generator> dropout;
 };
@@ -47,6 +50,11 @@ struct MultiLoraImpl : torch::nn::Module {
   // [..., out_l], or undefined when no job of the batch has a pair here.
   torch::Tensor forward(const torch::Tensor& x);
 
+  // The layer's frozen product x·Wᵀ + b (w and b in x's type): one product on the whole batch, or,
+  // with rows.per_job_products, one per job on x[R_j] cut to the job's own length, the shape of its
+  // run alone, with zeros at the padding past that length (no real token reads a later position).
+  torch::Tensor base(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b);
+
   // Parameter name as registered here ("job3.lora_A") -> its place in the full tensor.
   std::map<std::string, ParamShard> param_shards() const;
 
@@ -65,7 +73,8 @@ struct MultiLoraImpl : torch::nn::Module {
 };
 TORCH_MODULE(MultiLora);
 
-// The layer's MultiLora, made and registered (as "multi_lora") on first use.
+// The layer's MultiLora, made and registered (as "multi_lora") on first use; a layer no job targets
+// has one only for per-job products (it holds no pair).
 MultiLoraImpl& multi_lora_of(LinearImpl& layer, const std::shared_ptr<JobRows>& rows);
 
 // "blocks.0.attn.q.multi_lora.job3.lora_A" -> {3, "blocks.0.attn.q.lora_A"}: the job and the name

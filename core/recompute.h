@@ -15,9 +15,11 @@ struct BlockImpl;
 struct Packing;
 
 // y = block(x) without keeping the block's activations. `phase(true/false)` brackets the
-// recomputed forward (the factory's ledger hook; may be empty).
-// `packing` (may be null) is kept for the recomputed forward.
+// recomputed forward (the factory's ledger hook; may be empty). `packing` (may be null) is kept
+// for the recomputed forward. `streams` (may be empty) names the generators the block draws from
+// besides the global one; their states at the forward are replayed with its own.
 torch::Tensor recompute_block(BlockImpl& block, const torch::Tensor& x, const std::function<void(bool)>& phase,
-                              const Packing* packing = nullptr);
+                              const Packing* packing = nullptr,
+                              const std::function<std::vector<at::Generator>()>& streams = {});
 
 }  // namespace ds

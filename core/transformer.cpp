@@ -239,7 +239,7 @@ torch::Tensor TransformerImpl::hidden(const torch::Tensor& idx, KVCache* cache, 
     if (cache) {
       x = blocks[i]->forward(x, &cache->k[i], &cache->v[i]);
     } else if (keep_inputs_only) {
-      x = recompute_block(*blocks[i], x, factory.recompute_phase, packing);
+      x = recompute_block(*blocks[i], x, factory.recompute_phase, packing, factory.dropout_streams);
     } else {
       x = blocks[i]->forward(x, nullptr, nullptr, packing);
     }

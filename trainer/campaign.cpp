@@ -37,10 +37,6 @@ void check_campaign_supported(const RunConfig& cfg) {
     if (const auto d = shared_key_differs(j.train, cfg.train)) {
       throw ConfigError(f + ": campaign." + j.name + ".train." + d->first + ": " + d->second);
     }
-    // Recomputing a block replays the global generator only; the jobs' dropout streams are their own.
-    if (j.peft.dropout > 0 && cfg.train.recompute == Recompute::Layer) {
-      throw ConfigError(f + ": campaign." + j.name + ".peft.dropout: not with train.recompute: layer in a campaign");
-    }
   }
 }
 
@@ -104,6 +100,15 @@ Campaign::Campaign(RunConfig cfg, ProcessGrid& grid, const std::string& resume) 
   built_ = build_model(base, *grid_.tp_group, BuildOptions{true, false});
   rows_ = std::make_shared<JobRows>();
   rows_->rows.assign(cfg_.campaign.size(), 0);
+  rows_->per_job_products = cfg_.train.campaign_products == CampaignProducts::PerJob;
+  // Recomputed blocks replay the jobs' dropout streams with the global generator.
+  built_.model->factory.dropout_streams = [rows = rows_] { return rows->dropout; };
+  if (rows_->per_job_products) {
+    // Every frozen layer of the blocks splits its product by job, targeted or not.
+    for (auto& b : built_.model->blocks) {
+      for (auto& [name, layer] : target_layers(b)) multi_lora_of(*layer, rows_);
+    }
+  }
   for (size_t j = 0; j < cfg_.campaign.size(); ++j) {
     auto job = std::make_unique<CampaignJobState>();
     job->name = cfg_.campaign[j].name;

@@ -118,7 +118,8 @@ std::vector<SweepAxis> read_sweep(const YAML::Node& sweep, const Locator& where)
 
 std::optional<std::pair<std::string, std::string>> shared_key_differs(const TrainOptions& job, const TrainOptions& base) {
   static const std::vector<std::string> keys{"seq_len",   "grad_accum",   "device",     "threads",
-                                             "recompute", "stop_signals", "stop_after", "eval_every"};
+                                             "recompute", "stop_signals", "stop_after", "eval_every",
+                                             "campaign_products"};
   const auto mine = field_texts(job), theirs = field_texts(base);
   for (const auto& k : keys) {
     if (mine.at(k) != theirs.at(k)) {

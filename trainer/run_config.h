@@ -21,6 +21,14 @@ namespace ds {
 enum class Recompute { None, Layer };
 DS_ENUM_NAMES(Recompute, {Recompute::None, "none"}, {Recompute::Layer, "layer"});
 
+// How a campaign runs the frozen base's products (trainer/campaign.h). joint: once on the jobs'
+// concatenated batch, the fewest and tallest products. per_job: once per job on its own rows and
+// length, the shapes of its run alone: a BLAS may round a row differently in a taller matrix, so
+// only this keeps every job bit for bit equal to its run alone on any BLAS (about 5% slower steps
+// on this CPU, docs/results.md). A single run is one job: the same either way.
+enum class CampaignProducts { Joint, PerJob };
+DS_ENUM_NAMES(CampaignProducts, {CampaignProducts::Joint, "joint"}, {CampaignProducts::PerJob, "per_job"});
+
 // What a NaN or Inf loss or gradient norm does: skip that optimizer step on every rank (up to
 // train.max_skipped in a row), or stop at once; either way past the limit the last good state is
 // saved and the run ends with an error.
@@ -55,6 +63,7 @@ struct TrainOptions {
   int64_t stop_after = 0;  // stop and checkpoint after this step (0: run all train.steps)
   NonFinite nonfinite = NonFinite::Skip;
   int64_t max_skipped = 10;  // non-finite steps skipped in a row before the run stops
+  CampaignProducts campaign_products = CampaignProducts::Joint;
 };
 
 template <class V>
@@ -83,6 +92,7 @@ void describe(V& v, TrainOptions& t) {
   v("stop_after", t.stop_after, 0, big);
   v("nonfinite", t.nonfinite);
   v("max_skipped", t.max_skipped, 0, big);
+  v("campaign_products", t.campaign_products);
 }
 
 struct CheckpointConfig {
