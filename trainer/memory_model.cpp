@@ -334,6 +334,8 @@ MemoryEstimate estimate_memory(const RunConfig& cfg_in, int dp_in) {
   const ActivationBreakdown again =
       estimate_activations(b.model, cfg.train.micro_batch, cfg.train.seq_len, compute, cuda, true);
   e.activations = recompute ? again : keep;
+  e.activations_keep = keep;
+  e.activations_recompute = again;
   e.activation_bytes = e.activations.peak;
   e.activation_bytes_keep = keep.peak;
   e.activation_bytes_recompute = again.peak;
@@ -404,12 +406,9 @@ MemoryEstimate estimate_campaign_memory(const RunConfig& cfg, int dp) {
   MemoryEstimate total;
   std::vector<ActivationBreakdown> keep, again;
   for (size_t j = 0; j < cfg.campaign.size(); ++j) {
-    RunConfig job = job_config(cfg, j);
-    job.train.recompute = Recompute::None;
-    const MemoryEstimate e = estimate_memory(job, dp);
-    keep.push_back(e.activations);
-    job.train.recompute = Recompute::Layer;
-    again.push_back(estimate_memory(job, dp).activations);
+    const MemoryEstimate e = estimate_memory(job_config(cfg, j), dp);
+    keep.push_back(e.activations_keep);
+    again.push_back(e.activations_recompute);
     if (j == 0) {
       total = e;
       total.trainable_bytes = total.grad_bytes = total.optimizer_bytes = 0;
@@ -421,6 +420,8 @@ MemoryEstimate estimate_campaign_memory(const RunConfig& cfg, int dp) {
   const ActivationBreakdown k = joint_activations(keep, false), a = joint_activations(again, true);
   total.recompute = cfg.train.recompute == Recompute::Layer;
   total.activations = total.recompute ? a : k;
+  total.activations_keep = k;
+  total.activations_recompute = a;
   total.activation_bytes = total.activations.peak;
   total.activation_bytes_keep = k.peak;
   total.activation_bytes_recompute = a.peak;

@@ -33,7 +33,8 @@ struct MemoryEstimate {
   // The same peak under each train.recompute setting (activation_bytes is the configured one's).
   int64_t activation_bytes_keep = 0, activation_bytes_recompute = 0;
   int64_t total_bytes = 0;      // the five above
-  ActivationBreakdown activations;
+  ActivationBreakdown activations;  // the configured setting's; both settings' below
+  ActivationBreakdown activations_keep, activations_recompute;
   std::string dtype, compute, attention;
   int tp = 1, dp = 1;
   bool recompute = false;

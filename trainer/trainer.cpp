@@ -16,7 +16,6 @@
 #include "core/files.h"
 #include "data/token_cache.h"
 #include "trainer/memory_model.h"
-#include "trainer/memory_stats.h"
 
 namespace ds {
 

@@ -11,6 +11,7 @@
 #include "trainer/comm_report.h"
 #include "trainer/commands/cli.h"
 #include "trainer/manifest.h"
+#include "trainer/memory_model.h"
 #include "trainer/metrics.h"
 #include "trainer/stop_signals.h"
 
@@ -63,6 +64,8 @@ int cmd_campaign(int argc, char** argv) {
                                          : ("resuming from " + cfg.checkpoint.dir).c_str());
     }
   }
+  // A campaign that cannot fit is refused before its directory is claimed (Campaign checks again).
+  check_fits_memory(cfg, grid.dp);
   if (!cfg.checkpoint.dir.empty() && rank0) {
     if (!claim_output_dir(cfg.checkpoint.dir, DirKind::Checkpoints, out.empty() ? "checkpoint.dir" : "--out")) {
       write_marker(cfg.checkpoint.dir, DirKind::Checkpoints);

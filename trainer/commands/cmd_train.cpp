@@ -12,6 +12,7 @@
 #include "trainer/comm_report.h"
 #include "trainer/commands/cli.h"
 #include "trainer/manifest.h"
+#include "trainer/memory_model.h"
 #include "trainer/metrics.h"
 #include "trainer/stop_signals.h"
 #include "trainer/trainer.h"
@@ -84,6 +85,9 @@ int cmd_train(int argc, char** argv) {
     }
   }
   const LedgerScope whole_run(*grid.ledger);  // every collective of the run, for the closing totals
+  // A run that cannot fit is refused before its output directory is claimed (Trainer checks again
+  // for configs built in code).
+  check_fits_memory(cfg, grid.dp);
   // Refuse an output path that is not ours before an hour of training, not after.
   if (!cfg.checkpoint.dir.empty() && grid.world_rank == 0) {
     if (!claim_output_dir(cfg.checkpoint.dir, DirKind::Checkpoints, out.empty() ? "checkpoint.dir" : "--out")) {
