@@ -7,17 +7,23 @@
 #       (launch/peer_hf_peft.py) eager and with torch.compile, one line each -> OUTDIR/results.jsonl
 #         {"case": NAME, "impl": "deltashard"|"hf_peft"|"hf_peft_compiled", "result": {...}}
 #       or {"case", "impl", "error": "..."}; raw output in OUTDIR/raw/
+#   (b2) the campaign benchmark of issue 18: configs/campaigns/gpu_four_jobs.yaml with
+#       `deltashard campaign`, then each job alone with `deltashard train` and with the Hugging
+#       Face peer, one after another, into results.jsonl (case "campaign")  -> OUTDIR/campaign.md
 #   (c) the ctest suite in build-gpu/                                        -> OUTDIR/ctest.log
 #   (d) a Markdown table case x impl                                         -> OUTDIR/table.md
 # Only a failed build stops it; every other failure is recorded and the script goes on.
 #
 # usage: launch/gpu_check.sh OUTDIR
-# env:   GPU_CHECK_PHASES  which of "build bench ctest" to run (default all three; the table is
-#                          always written); without build, build-gpu/ must already be there
+# env:   GPU_CHECK_PHASES  which of "build bench campaign ctest" to run (default all four; the table
+#                          is always written); without build, build-gpu/ must already be there
 #        GPU_CHECK_CASES   bench case names (default every configs/bench/*.yaml, e.g. "llama-1b-lora")
 #        GPU_CHECK_IMPLS   default "deltashard hf_peft hf_peft_compiled"
 #        GPU_CHECK_TIMEOUT seconds per bench command (default 150)
 #        GPU_CHECK_STEPS / GPU_CHECK_WARMUP  timed / untimed steps (default 10 / 3)
+#        GPU_CHECK_CAMPAIGN the campaign config (default configs/campaigns/gpu_four_jobs.yaml);
+#                          GPU_CHECK_CAMPAIGN_SET extra --set k=v for it and its jobs (e.g.
+#                          "train.device=cpu train.steps=2" for a dry run on a CPU build)
 #        CTEST_TIMEOUT     seconds for the whole ctest run (default 900); CTEST_ARGS extra arguments
 set -u
 cd "$(dirname "$0")/.." || exit 1
@@ -27,7 +33,7 @@ out=$1
 mkdir -p "$out/raw" || { echo "gpu_check: cannot create $out" >&2; exit 1; }
 out=$(cd "$out" && pwd)
 results=$out/results.jsonl
-phases=" ${GPU_CHECK_PHASES:-build bench ctest} "
+phases=" ${GPU_CHECK_PHASES:-build bench campaign ctest} "
 timeout_s=${GPU_CHECK_TIMEOUT:-150}
 steps=${GPU_CHECK_STEPS:-10}
 warmup=${GPU_CHECK_WARMUP:-3}
@@ -194,6 +200,73 @@ if [[ $phases == *" bench "* ]]; then
   done
   write_table
   say "results: $results; table: $out/table.md"
+fi
+
+# --- (b2) campaign -----------------------------------------------------------------------------------
+if [[ $phases == *" campaign "* ]]; then
+  ccfg=${GPU_CHECK_CAMPAIGN:-configs/campaigns/gpu_four_jobs.yaml}
+  sets=()
+  for kv in ${GPU_CHECK_CAMPAIGN_SET:-}; do sets+=(--set "$kv"); done
+  [[ -f $results ]] || : > "$results"
+  rm -rf "$out/campaign"
+  mkdir -p "$out/campaign"
+  # run_case IMPL CMD...: one results.jsonl line (case "campaign") and the command's wall seconds.
+  run_case() {
+    local impl=$1 t0 rc
+    shift
+    say "campaign / $impl: $*"
+    t0=$(date +%s.%N)
+    timeout --kill-after=10 "$(( timeout_s * 2 ))" "$@" > "$out/raw/campaign.$impl.out" 2> "$out/raw/campaign.$impl.err"
+    rc=$?
+    echo "$impl $(python3 -c 'import sys, time; print(round(time.time() - float(sys.argv[1]), 2))' "$t0")" \
+      >> "$out/campaign/wall.txt"
+    record campaign "$impl" "$rc" "$out/raw/campaign.$impl.out" "$out/raw/campaign.$impl.err"
+    say "campaign / $impl: exit $rc: $(tail -n 1 "$results" | cut -c1-200)"
+  }
+  run_case deltashard_campaign build-gpu/deltashard campaign "$ccfg" --out "$out/campaign/camp" "${sets[@]}" --json
+  for job in "$out"/campaign/camp/jobs/*/; do
+    job=$(basename "$job")
+    jcfg=$(ls -d "$out/campaign/camp/jobs/$job"/step-*/config.yaml 2>/dev/null | tail -n 1)
+    if [[ -z $jcfg ]]; then
+      echo "{\"case\":\"campaign\",\"impl\":\"train:$job\",\"error\":\"no step-*/config.yaml in the campaign's jobs/$job\"}" >> "$results"
+      continue
+    fi
+    run_case "train:$job" build-gpu/deltashard train "$jcfg" --out "$out/campaign/seq-$job" "${sets[@]}" --json
+    if [[ $impls == *hf_peft* ]]; then
+      run_case "hf_peft:$job" python3 launch/peer_hf_peft.py --config "$jcfg" --steps "$steps" --warmup "$warmup" --json
+    fi
+  done
+  # Tokens/s of the campaign against the jobs one after another: total tokens over summed time,
+  # with every job's tokens per step equal, 4 / sum(1 / tokens_per_s_j).
+  python3 - "$results" "$out/campaign/wall.txt" > "$out/campaign.md" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip().startswith("{")]
+rows = [r for r in rows if r.get("case") == "campaign"]
+wall = dict(l.split() for l in open(sys.argv[2]) if l.strip())
+def tps(r):
+    d = r.get("result", {})
+    for _ in range(3):
+        if isinstance(d, dict) and "tokens_per_s" in d:
+            return d["tokens_per_s"]
+        d = next(iter(d.values()), {}) if isinstance(d, dict) and len(d) == 1 else {}
+    return None
+camp = next((tps(r) for r in rows if r["impl"] == "deltashard_campaign"), None)
+print("| impl | tokens/s in steps | campaign / it | wall s |")
+print("| --- | ---: | ---: | ---: |")
+for prefix in ("train:", "hf_peft:"):
+    jobs = [r for r in rows if r["impl"].startswith(prefix)]
+    rates = [tps(r) for r in jobs]
+    if not jobs or None in rates or 0 in rates:
+        print(f"| {prefix[:-1]} x {len(jobs)}, one after another | - | - | - |")
+        continue
+    seq = len(rates) / sum(1.0 / x for x in rates)
+    ratio = f"{camp / seq:.2f}x" if camp else "-"
+    w = sum(float(wall.get(r["impl"], 0)) for r in jobs)
+    print(f"| {prefix[:-1]} x {len(jobs)}, one after another | {seq:,.0f} | {ratio} | {w:.1f} |")
+print(f"| deltashard campaign | {camp:,.0f} | 1.00x | {float(wall.get('deltashard_campaign', 0)):.1f} |" if camp
+      else "| deltashard campaign | - | - | - |")
+PY
+  cat "$out/campaign.md"
 fi
 
 # --- (c) ctest ---------------------------------------------------------------------------------------
