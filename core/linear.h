@@ -119,7 +119,8 @@ struct LinearImpl : torch::nn::Module {
 
   torch::Tensor weight, bias, lora_A, lora_B;
   // A campaign's LoRA factors, one pair per job, each applied to its own rows of the batch and
-  // added where lora_A/B would be (before the reduction); null outside campaigns.
+  // added where lora_A/B would be (before the reduction); with per-job products it also computes
+  // the frozen product, and a layer no job targets has one without pairs. Null outside campaigns.
   std::shared_ptr<MultiLoraImpl> multi_lora;
 
  private:

@@ -28,14 +28,21 @@ torch::Tensor dropout_from(const torch::Tensor& x, double p, const at::Generator
   return x * noise;
 }
 
-torch::Tensor MultiLoraImpl::delta(size_t job, const torch::Tensor& x) {
+torch::Tensor MultiLoraImpl::delta(size_t job, const torch::Tensor& x_rows) {
   const Pair& p = pairs_[job];
+  const int64_t T = x_rows.size(1);
+  const int64_t len = job < rows_->length.size() && rows_->length[job] > 0 ? rows_->length[job] : T;
+  // With per-job products the LoRA branch gets its run alone's shape too (the job's own length),
+  // for the same reason as base().
+  const bool cut = rows_->per_job_products && rows_->only < 0 && len < T;
+  torch::Tensor x = cut ? x_rows.narrow(1, 0, len) : x_rows;
+  if (cut && x_rows.is_contiguous()) x = x.contiguous();
   torch::Tensor xa = x;
   if (p.dropout > 0 && is_training()) {
     const auto& gens = rows_->dropout;
-    const int64_t len = job < rows_->length.size() && rows_->length[job] > 0 ? rows_->length[job] : x.size(1);
     if (job < gens.size() && gens[job].defined()) {
-      // Positions past the job's own length are padding: no real token sees them, so they need no mask.
+      // Positions past the job's own length are padding: no real token sees them, so they need no
+      // mask, and the masks keep the shape of the run alone's.
       xa = len < x.size(1) ? torch::cat({dropout_from(x.narrow(1, 0, len), p.dropout, gens[job]),
                                          x.narrow(1, len, x.size(1) - len)}, 1)
                            : dropout_from(x, p.dropout, gens[job]);
@@ -45,7 +52,9 @@ torch::Tensor MultiLoraImpl::delta(size_t job, const torch::Tensor& x) {
   }
   // The same operations, in the same order, as LinearImpl's own LoRA branch.
   xa = torch::nn::functional::linear(xa, p.A.to(x.dtype()));
-  return p.scale * torch::nn::functional::linear(xa, p.B.to(x.dtype()));
+  torch::Tensor y = p.scale * torch::nn::functional::linear(xa, p.B.to(x.dtype()));
+  if (cut) y = torch::cat({y, torch::zeros({y.size(0), T - len, y.size(2)}, y.options())}, 1);
+  return y;
 }
 
 torch::Tensor MultiLoraImpl::forward(const torch::Tensor& x) {
@@ -54,9 +63,13 @@ torch::Tensor MultiLoraImpl::forward(const torch::Tensor& x) {
     const auto j = static_cast<size_t>(r.only);
     return has_job(j) ? delta(j, x) : torch::Tensor();
   }
+  // A layer no job of this batch targets (under per-job products every layer has a MultiLora)
+  // adds nothing: no zero rows are made for it.
+  bool any = false;
+  for (size_t j = 0; j < r.rows.size(); ++j) any = any || (r.rows[j] > 0 && has_job(j));
+  if (!any) return {};
   const int64_t out_l = layer_.spec.out / (layer_.shard.split == Split::Rows ? layer_.shard.size : 1);
   std::vector<torch::Tensor> parts;
-  bool any = false;
   int64_t off = 0;
   for (size_t j = 0; j < r.rows.size(); ++j) {
     const int64_t n = r.rows[j];
@@ -64,7 +77,6 @@ torch::Tensor MultiLoraImpl::forward(const torch::Tensor& x) {
     const torch::Tensor xj = x.narrow(0, off, n);
     if (has_job(j)) {
       parts.push_back(delta(j, xj));
-      any = true;
     } else {
       std::vector<int64_t> shape = xj.sizes().vec();
       shape.back() = out_l;
@@ -76,7 +88,7 @@ torch::Tensor MultiLoraImpl::forward(const torch::Tensor& x) {
     throw std::logic_error(layer_.spec.name + ": the jobs' rows (" + std::to_string(off) + ") are not the batch's " +
                            std::to_string(x.size(0)));
   }
-  return any ? torch::cat(parts, 0) : torch::Tensor();
+  return parts.size() == 1 ? parts[0] : torch::cat(parts, 0);
 }
 
 torch::Tensor MultiLoraImpl::base(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b) {
@@ -97,7 +109,7 @@ torch::Tensor MultiLoraImpl::base(const torch::Tensor& x, const torch::Tensor& w
     if (len < x.size(1)) y = torch::cat({y, torch::zeros({n, x.size(1) - len, y.size(2)}, y.options())}, 1);
     parts.push_back(y);
   }
-  return torch::cat(parts, 0);
+  return parts.size() == 1 ? parts[0] : torch::cat(parts, 0);
 }
 
 std::map<std::string, ParamShard> MultiLoraImpl::param_shards() const {

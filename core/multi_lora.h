@@ -1,6 +1,7 @@
 // A campaign's LoRA on one frozen linear layer: one (A, B) pair per job, each applied only to its
-// job's rows of the batch, so all jobs train on one forward of the shared base. The model does not
-// know: the pairs hang off the layers (LinearImpl::multi_lora) the jobs' targets name.
+// job's rows of the batch, so all jobs train on one forward of the shared base; and, with per-job
+// products, the frozen product split by job. The model does not know: it hangs off the layers
+// (LinearImpl::multi_lora) the jobs' targets name, or off every block layer for per-job products.
 #pragma once
 
 #include <torch/torch.h>
@@ -20,7 +21,8 @@ namespace ds {
 struct JobRows {
   std::vector<int64_t> rows;  // per job, in batch order (0: the job is not in this batch)
   // Per job: its own sequence length before the batch was padded to the longest (0 or absent: the
-  // batch's), so its dropout masks have the shape they have in a run alone.
+  // batch's), so its dropout masks, and with per-job products its products, have the shapes they
+  // have in a run alone.
   std::vector<int64_t> length;
   int64_t only = -1;          // >= 0: every row is this job's (evaluation, generation)
   // The frozen products once per job on its own rows and length (MultiLoraImpl::base), instead of
@@ -35,9 +37,9 @@ struct JobRows {
 // split by columns and B_j whole. Math, for the rows R_j of job j (consecutive, in job order):
 //   delta[R_j] = s_j·(drop_j(x[R_j])·A_jᵀ)·B_jᵀ,  s_j = alpha_j/r_j (alpha_j/√r_j with rsLoRA),
 // and 0 on the rows of a job with no pair here. The layer adds delta to x·Wᵀ before its reduction:
-// y = x·Wᵀ + Σ_j rows_j[...], one base product for the whole batch. Every row depends only on its
-// own job's pair, so one backward of the blocks, from the sum of the jobs' loss gradients, gives each
-// job its own gradient.
+// y = x·Wᵀ + Σ_j rows_j[...], with x·Wᵀ one product for the whole batch or one per job (base()).
+// Every row depends only on its own job's pair, so one backward of the blocks, from the sum of the
+// jobs' loss gradients, gives each job its own gradient.
 struct MultiLoraImpl : torch::nn::Module {
   MultiLoraImpl(LinearOptions layer, torch::Device device, std::shared_ptr<JobRows> rows);
 
@@ -64,7 +66,8 @@ struct MultiLoraImpl : torch::nn::Module {
     double scale = 0;
     double dropout = 0;
   };
-  torch::Tensor delta(size_t job, const torch::Tensor& x);
+  // s·(drop(x)·Aᵀ)·Bᵀ of job `job` on its rows x_rows [n, T, in_l].
+  torch::Tensor delta(size_t job, const torch::Tensor& x_rows);
 
   LinearOptions layer_;
   torch::Device device_;

@@ -3,6 +3,8 @@
 #include <ATen/core/ivalue.h>
 #include <torch/custom_class.h>
 
+#include <algorithm>
+
 #include "core/transformer.h"
 
 namespace ds {
@@ -79,8 +81,9 @@ torch::Tensor recompute_block(BlockImpl& block, const torch::Tensor& x, const st
   auto ref = c10::make_intrusive<BlockRef>(&block, phase, packing);
   std::vector<at::Generator> gens{at::globalContext().defaultGenerator(x.device())};
   if (streams) {
+    // Each generator once: restoring one listed twice would leave it at its forward-time state.
     for (const auto& g : streams()) {
-      if (g.defined()) gens.push_back(g);
+      if (g.defined() && std::find(gens.begin(), gens.end(), g) == gens.end()) gens.push_back(g);
     }
   }
   for (auto& g : gens) {

@@ -153,6 +153,35 @@ TEST(CampaignConfig, RefusalsNameTheLineTheJobAndTheKey) {
   }
 }
 
+// Per-job products: each job's rows get the product of its own rows cut to its own length (the
+// run alone's shape, so the same bits), zeros past that length, and the gradient of its rows only.
+TEST(MultiLora, PerJobProductsHaveEachJobsOwnShape) {
+  torch::manual_seed(3);
+  auto rows = std::make_shared<JobRows>();
+  rows->rows = {2, 0, 3};
+  rows->length = {5, 0, 8};
+  rows->per_job_products = true;
+  LinearOptions o;
+  o.spec = LinearSpec{"probe", 32, 48, true};
+  Linear layer(o);
+  multi_lora_of(*layer, rows);
+  const torch::Tensor x = torch::randn({5, 8, 32}).requires_grad_(true);
+  const torch::Tensor y = layer->forward(x);
+  ASSERT_EQ(y.sizes(), (std::vector<int64_t>{5, 8, 48}));
+  const auto alone = [&](int64_t first, int64_t n, int64_t len) {
+    return torch::nn::functional::linear(x.detach().narrow(0, first, n).narrow(1, 0, len).contiguous(), layer->weight,
+                                         layer->bias);
+  };
+  EXPECT_TRUE(torch::equal(y.detach().narrow(0, 0, 2).narrow(1, 0, 5), alone(0, 2, 5)));
+  EXPECT_EQ(y.detach().narrow(0, 0, 2).narrow(1, 5, 3).abs().max().item<float>(), 0.0f);
+  EXPECT_TRUE(torch::equal(y.detach().narrow(0, 2, 3), alone(2, 3, 8)));
+  y.sum().backward();
+  EXPECT_EQ(x.grad().narrow(0, 0, 2).narrow(1, 5, 3).abs().max().item<float>(), 0.0f);
+  EXPECT_TRUE(torch::allclose(x.grad().narrow(0, 2, 3), layer->weight.sum(0).expand({3, 8, 32})));
+  rows->rows = {2, 0, 2};
+  EXPECT_THROW(layer->forward(x), std::exception);  // rows that do not add up to the batch
+}
+
 TEST(MultiLora, JobParamNamesMapToTheRunAlone) {
   const auto a = job_param("blocks.1.attn.q.multi_lora.job12.lora_B");
   ASSERT_TRUE(a);
@@ -228,7 +257,15 @@ RunConfig with_products(RunConfig c, CampaignProducts p) {
 // 1e-5; joint products on the default kernels measure up to 1.5e-5 on this machine
 // (docs/campaigns.md), while `train` itself moves by 3e-6 between two batchings of the same
 // global batch.
-void expect_jobs_equal_runs_alone(const RunConfig& c, ProcessGrid& grid, const std::string& what, double joint_tol) {
+// Each job trained alone: its steps and gathered trainable tensors (they do not depend on
+// train.campaign_products, so two modes can share them).
+struct RunAlone {
+  int64_t steps = 0;
+  std::map<std::string, torch::Tensor> weights;
+};
+
+void expect_jobs_equal_runs_alone(const RunConfig& c, ProcessGrid& grid, const std::string& what, double joint_tol,
+                                  std::vector<RunAlone>* cache = nullptr) {
   const bool exact = !joint_products(c) || shape_exact_blas();
   if (joint_products(c) && shape_exact_blas() && !rows_keep_their_bits()) {
     GTEST_SKIP() << "OPENBLAS_CORETYPE has no effect on this BLAS";
@@ -237,13 +274,18 @@ void expect_jobs_equal_runs_alone(const RunConfig& c, ProcessGrid& grid, const s
   while (!camp.done()) camp.step();
   double worst = 0;
   std::string worst_at;
+  std::vector<RunAlone> local;
+  std::vector<RunAlone>& runs = cache ? *cache : local;
   for (size_t j = 0; j < camp.num_jobs(); ++j) {
     const TrainableState s = camp.job_state(j);
     const auto mine = gathered(s.params, s.shards, grid);
-    Trainer alone(job_config(camp.config(), j), grid);
-    while (!alone.done()) alone.step();
-    EXPECT_EQ(camp.job(j).step, alone.step_index()) << what;
-    const auto theirs = gathered(alone.trainable(), collect_param_shards(*alone.model()), grid);
+    if (runs.size() <= j) {
+      Trainer alone(job_config(camp.config(), j), grid);
+      while (!alone.done()) alone.step();
+      runs.push_back({alone.step_index(), gathered(alone.trainable(), collect_param_shards(*alone.model()), grid)});
+    }
+    EXPECT_EQ(camp.job(j).step, runs[j].steps) << what;
+    const auto& theirs = runs[j].weights;
     ASSERT_EQ(mine.size(), theirs.size()) << what << ": job " << camp.job(j).name;
     for (const auto& [n, t] : theirs) {
       ASSERT_TRUE(mine.count(n)) << what << ": job " << camp.job(j).name << ": " << n;
@@ -282,10 +324,11 @@ TEST(CampaignExactness, EachJobEqualsItsRunAloneAtEveryGrid) {
   for (int tp : n == 1 ? std::vector<int>{1} : std::vector<int>{1, n}) {
     ProcessGrid grid = make_grid(GridOptions{tp, Backend::Mpi, 60});
     const std::string at = "dp " + std::to_string(grid.dp) + " tp " + std::to_string(grid.tp);
+    std::vector<RunAlone> alone;
     expect_jobs_equal_runs_alone(with_products(exactness_campaign(), CampaignProducts::PerJob), grid,
-                                 at + ", per-job products", 0);
+                                 at + ", per-job products", 0, &alone);
     expect_jobs_equal_runs_alone(with_products(exactness_campaign(), CampaignProducts::Joint), grid,
-                                 at + ", joint products", 2.5e-5);
+                                 at + ", joint products", 2.5e-5, &alone);
   }
 }
 
@@ -297,9 +340,11 @@ TEST(CampaignExactness, AccumulationAndOverlappedSharedBuckets) {
   c.parallel.overlap_grad_sync = true;
   c.parallel.bucket_mb = 0.002;
   ProcessGrid grid = make_grid(GridOptions{1, Backend::Mpi, 60});
-  expect_jobs_equal_runs_alone(with_products(c, CampaignProducts::PerJob), grid, "accum 2, overlap, per-job products", 0);
+  std::vector<RunAlone> alone;
+  expect_jobs_equal_runs_alone(with_products(c, CampaignProducts::PerJob), grid, "accum 2, overlap, per-job products", 0,
+                               &alone);
   expect_jobs_equal_runs_alone(with_products(c, CampaignProducts::Joint), grid, "accum 2, overlap, joint products",
-                               2.5e-5);
+                               2.5e-5, &alone);
 }
 
 // Recomputed blocks draw each job's dropout masks again from its own stream: jobs a and sft use

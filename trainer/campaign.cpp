@@ -101,10 +101,12 @@ Campaign::Campaign(RunConfig cfg, ProcessGrid& grid, const std::string& resume) 
   rows_ = std::make_shared<JobRows>();
   rows_->rows.assign(cfg_.campaign.size(), 0);
   rows_->per_job_products = cfg_.train.campaign_products == CampaignProducts::PerJob;
-  // Recomputed blocks replay the jobs' dropout streams with the global generator.
+  // The jobs' LoRA dropout draws from these streams, not the global generator that recompute
+  // replays by itself.
   built_.model->factory.dropout_streams = [rows = rows_] { return rows->dropout; };
   if (rows_->per_job_products) {
-    // Every frozen layer of the blocks splits its product by job, targeted or not.
+    // Untargeted layers too: left on the joint batch, their products would round as a taller
+    // matrix's and the jobs would drift from their runs alone.
     for (auto& b : built_.model->blocks) {
       for (auto& [name, layer] : target_layers(b)) multi_lora_of(*layer, rows_);
     }

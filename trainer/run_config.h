@@ -24,8 +24,8 @@ DS_ENUM_NAMES(Recompute, {Recompute::None, "none"}, {Recompute::Layer, "layer"})
 // How a campaign runs the frozen base's products (trainer/campaign.h). joint: once on the jobs'
 // concatenated batch, the fewest and tallest products. per_job: once per job on its own rows and
 // length, the shapes of its run alone: a BLAS may round a row differently in a taller matrix, so
-// only this keeps every job bit for bit equal to its run alone on any BLAS (about 5% slower steps
-// on this CPU, docs/results.md). A single run is one job: the same either way.
+// only this keeps every job bit for bit equal to its run alone on any BLAS, for more and smaller
+// products (docs/results.md measures the cost). A single run is one job: the same either way.
 enum class CampaignProducts { Joint, PerJob };
 DS_ENUM_NAMES(CampaignProducts, {CampaignProducts::Joint, "joint"}, {CampaignProducts::PerJob, "per_job"});
 
