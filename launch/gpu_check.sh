@@ -23,7 +23,9 @@
 #        GPU_CHECK_STEPS / GPU_CHECK_WARMUP  timed / untimed steps (default 10 / 3)
 #        GPU_CHECK_CAMPAIGN the campaign config (default configs/campaigns/gpu_four_jobs.yaml);
 #                          GPU_CHECK_CAMPAIGN_SET extra --set k=v for it and its jobs (e.g.
-#                          "train.device=cpu train.steps=2" for a dry run on a CPU build)
+#                          "train.device=cpu train.steps=2" for a dry run on a CPU build);
+#                          GPU_CHECK_CAMPAIGN_IMPLS what runs each job alone after the campaign
+#                          (default "deltashard hf_peft"; hf_peft_compiled too if named)
 #        CTEST_TIMEOUT     seconds for the whole ctest run (default 900); CTEST_ARGS extra arguments
 set -u
 cd "$(dirname "$0")/.." || exit 1
@@ -205,35 +207,51 @@ fi
 # --- (b2) campaign -----------------------------------------------------------------------------------
 if [[ $phases == *" campaign "* ]]; then
   ccfg=${GPU_CHECK_CAMPAIGN:-configs/campaigns/gpu_four_jobs.yaml}
+  cimpls=" ${GPU_CHECK_CAMPAIGN_IMPLS:-deltashard hf_peft} "
   sets=()
-  for kv in ${GPU_CHECK_CAMPAIGN_SET:-}; do sets+=(--set "$kv"); done
-  [[ -f $results ]] || : > "$results"
+  read -r -a kvs <<< "${GPU_CHECK_CAMPAIGN_SET:-}"  # split on blanks, no globbing ([q,v] stays)
+  for kv in ${kvs[@]+"${kvs[@]}"}; do sets+=(--set "$kv"); done
+  # A rerun into the same OUTDIR replaces this phase's lines rather than adding to them.
+  if [[ -f $results ]]; then
+    grep -v '"case":"campaign"' "$results" > "$results.tmp"; mv "$results.tmp" "$results"
+  else
+    : > "$results"
+  fi
   rm -rf "$out/campaign"
   mkdir -p "$out/campaign"
   # run_case IMPL CMD...: one results.jsonl line (case "campaign") and the command's wall seconds.
   run_case() {
-    local impl=$1 t0 rc
+    local impl=$1 t0 rc raw
     shift
+    raw=$out/raw/campaign.${impl//:/_}
     say "campaign / $impl: $*"
     t0=$(date +%s.%N)
-    timeout --kill-after=10 "$(( timeout_s * 2 ))" "$@" > "$out/raw/campaign.$impl.out" 2> "$out/raw/campaign.$impl.err"
+    timeout --kill-after=10 "$(( timeout_s * 2 ))" "$@" > "$raw.out" 2> "$raw.err"
     rc=$?
     echo "$impl $(python3 -c 'import sys, time; print(round(time.time() - float(sys.argv[1]), 2))' "$t0")" \
       >> "$out/campaign/wall.txt"
-    record campaign "$impl" "$rc" "$out/raw/campaign.$impl.out" "$out/raw/campaign.$impl.err"
+    record campaign "$impl" "$rc" "$raw.out" "$raw.err"
     say "campaign / $impl: exit $rc: $(tail -n 1 "$results" | cut -c1-200)"
   }
-  run_case deltashard_campaign build-gpu/deltashard campaign "$ccfg" --out "$out/campaign/camp" "${sets[@]}" --json
-  for job in "$out"/campaign/camp/jobs/*/; do
-    job=$(basename "$job")
+  run_case deltashard_campaign build-gpu/deltashard campaign "$ccfg" --out "$out/campaign/camp" ${sets[@]+"${sets[@]}"} --json
+  jobs=()
+  [[ -d $out/campaign/camp/jobs ]] && mapfile -t jobs < <(ls "$out/campaign/camp/jobs")
+  [[ ${#jobs[@]} -gt 0 ]] || say "campaign: no jobs/ directory (the campaign failed): nothing to run alone"
+  for job in ${jobs[@]+"${jobs[@]}"}; do
     jcfg=$(ls -d "$out/campaign/camp/jobs/$job"/step-*/config.yaml 2>/dev/null | tail -n 1)
     if [[ -z $jcfg ]]; then
       echo "{\"case\":\"campaign\",\"impl\":\"train:$job\",\"error\":\"no step-*/config.yaml in the campaign's jobs/$job\"}" >> "$results"
       continue
     fi
-    run_case "train:$job" build-gpu/deltashard train "$jcfg" --out "$out/campaign/seq-$job" "${sets[@]}" --json
-    if [[ $impls == *hf_peft* ]]; then
+    if [[ $cimpls == *" deltashard "* ]]; then
+      run_case "train:$job" build-gpu/deltashard train "$jcfg" --out "$out/campaign/seq-$job" ${sets[@]+"${sets[@]}"} --json
+    fi
+    if [[ $cimpls == *" hf_peft "* ]]; then
       run_case "hf_peft:$job" python3 launch/peer_hf_peft.py --config "$jcfg" --steps "$steps" --warmup "$warmup" --json
+    fi
+    if [[ $cimpls == *" hf_peft_compiled "* ]]; then
+      run_case "hf_peft_compiled:$job" python3 launch/peer_hf_peft.py --config "$jcfg" --steps "$steps" \
+        --warmup "$warmup" --compile --json
     fi
   done
   # Tokens/s of the campaign against the jobs one after another: total tokens over summed time,
@@ -253,10 +271,12 @@ def tps(r):
 camp = next((tps(r) for r in rows if r["impl"] == "deltashard_campaign"), None)
 print("| impl | tokens/s in steps | campaign / it | wall s |")
 print("| --- | ---: | ---: | ---: |")
-for prefix in ("train:", "hf_peft:"):
+for prefix in ("train:", "hf_peft:", "hf_peft_compiled:"):
     jobs = [r for r in rows if r["impl"].startswith(prefix)]
     rates = [tps(r) for r in jobs]
-    if not jobs or None in rates or 0 in rates:
+    if not jobs:
+        continue
+    if None in rates or 0 in rates:
         print(f"| {prefix[:-1]} x {len(jobs)}, one after another | - | - | - |")
         continue
     seq = len(rates) / sum(1.0 / x for x in rates)
