@@ -273,7 +273,9 @@ CampaignStepResult Campaign::step() {
     control[static_cast<int64_t>(2 + 2 * j)] = sync_->local_grad_norm_sq(names);
   }
   ledger.set_phase("control");
+  control = control.to(built_.device);  // NCCL, the backend on cuda, takes only CUDA tensors
   grid_.world->all_reduce(control, ReduceOp::Sum, "world.control");
+  control = control.cpu();
   ledger.set_phase("step");
   r.stop = control[0].item<double>() > 0;
   torch::Tensor losses = torch::zeros({static_cast<int64_t>(J)}, dev);

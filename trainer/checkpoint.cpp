@@ -139,9 +139,11 @@ void save_checkpoint(const TrainableState& s, const RunConfig& cfg, ProcessGrid&
       error = e.what();
     }
   }
-  torch::Tensor failed = torch::full({1}, error.empty() ? 0.0 : 1.0, torch::kDouble);
+  // On the parameters' device: NCCL, the backend on cuda, takes only CUDA tensors.
+  const torch::Device device = s.params.empty() ? torch::Device(torch::kCPU) : s.params.front().second.device();
+  torch::Tensor failed = torch::full({1}, error.empty() ? 0.0 : 1.0, torch::TensorOptions().dtype(torch::kDouble).device(device));
   grid.world->all_reduce(failed, ReduceOp::Max, "checkpoint.done");
-  if (failed.item<double>() > 0) {
+  if (failed.cpu().item<double>() > 0) {
     throw FileError(grid.world_rank == 0 ? "checkpoint step " + std::to_string(s.step) + " not written: " + error
                                          : "the checkpoint write on rank 0 failed");
   }

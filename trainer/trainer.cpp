@@ -276,10 +276,12 @@ StepResult Trainer::step() {
   // One small world all-reduce per step carries what every rank must agree on before the update:
   // a stop signal, a non-finite local loss, and the squared gradient norm (NaN when any is).
   const double local_loss = loss_sum.item<double>();
+  // On the training device: NCCL, the backend on cuda, takes only CUDA tensors.
   torch::Tensor control = torch::tensor({stop_signal() != 0 ? 1.0 : 0.0, std::isfinite(local_loss) ? 0.0 : 1.0,
-                                         sync_->local_grad_norm_sq()}, torch::kDouble);
+                                         sync_->local_grad_norm_sq()}, torch::kDouble).to(built_.device);
   ledger.set_phase("control");
   grid_.world->all_reduce(control, ReduceOp::Sum, "world.control");
+  control = control.cpu();
   ledger.set_phase("step");
   const double norm_sq = control[2].item<double>() * scaler_.inverse() * scaler_.inverse();
   r.stop = control[0].item<double>() > 0;
