@@ -174,7 +174,13 @@ void resolve_run_config(RunConfig& cfg) {
   if (cfg.data.cache_dir != "none") cfg.data.cache_dir = absolute_path(cfg.data.cache_dir);
   cfg.log.jsonl = absolute_path(cfg.log.jsonl);
   if (cfg.parallel.backend == Backend::Auto) {
-    cfg.parallel.backend = cfg.train.device == Device::Cuda ? Backend::Nccl : Backend::Mpi;
+    // A CUDA build without NCCL still runs: the MPI backend stages CUDA tensors through the host.
+#ifdef DELTASHARD_HAVE_NCCL
+    const bool nccl = true;
+#else
+    const bool nccl = false;
+#endif
+    cfg.parallel.backend = cfg.train.device == Device::Cuda && nccl ? Backend::Nccl : Backend::Mpi;
   }
 
   const std::string& f = cfg.file;
