@@ -28,15 +28,34 @@ torch::Tensor dropout_from(const torch::Tensor& x, double p, const at::Generator
   return x * noise;
 }
 
+namespace {
+// Job j's own sequence length in a batch of length T (T when none is recorded).
+int64_t own_length(const JobRows& r, size_t j, int64_t T) {
+  return j < r.length.size() && r.length[j] > 0 ? r.length[j] : T;
+}
+
+// x [n, T, in] cut to its first `len` positions, as contiguous as x: the run alone's input, so torch
+// takes the same path (addmm, or matmul + add).
+torch::Tensor cut_to(const torch::Tensor& x, int64_t len) {
+  torch::Tensor c = len < x.size(1) ? x.narrow(1, 0, len) : x;
+  return x.is_contiguous() ? c.contiguous() : c;
+}
+
+// y [n, len, out] with zeros appended to T positions (padding no real token reads).
+torch::Tensor pad_to(const torch::Tensor& y, int64_t T) {
+  if (y.size(1) == T) return y;
+  return torch::cat({y, torch::zeros({y.size(0), T - y.size(1), y.size(2)}, y.options())}, 1);
+}
+}  // namespace
+
 torch::Tensor MultiLoraImpl::delta(size_t job, const torch::Tensor& x_rows) {
   const Pair& p = pairs_[job];
   const int64_t T = x_rows.size(1);
-  const int64_t len = job < rows_->length.size() && rows_->length[job] > 0 ? rows_->length[job] : T;
+  const int64_t len = own_length(*rows_, job, T);
   // With per-job products the LoRA branch gets its run alone's shape too (the job's own length),
   // for the same reason as base().
   const bool cut = rows_->per_job_products && rows_->only < 0 && len < T;
-  torch::Tensor x = cut ? x_rows.narrow(1, 0, len) : x_rows;
-  if (cut && x_rows.is_contiguous()) x = x.contiguous();
+  const torch::Tensor x = cut ? cut_to(x_rows, len) : x_rows;
   torch::Tensor xa = x;
   if (p.dropout > 0 && is_training()) {
     const auto& gens = rows_->dropout;
@@ -52,9 +71,7 @@ torch::Tensor MultiLoraImpl::delta(size_t job, const torch::Tensor& x_rows) {
   }
   // The same operations, in the same order, as LinearImpl's own LoRA branch.
   xa = torch::nn::functional::linear(xa, p.A.to(x.dtype()));
-  torch::Tensor y = p.scale * torch::nn::functional::linear(xa, p.B.to(x.dtype()));
-  if (cut) y = torch::cat({y, torch::zeros({y.size(0), T - len, y.size(2)}, y.options())}, 1);
-  return y;
+  return pad_to(p.scale * torch::nn::functional::linear(xa, p.B.to(x.dtype())), T);
 }
 
 torch::Tensor MultiLoraImpl::forward(const torch::Tensor& x) {
@@ -99,15 +116,9 @@ torch::Tensor MultiLoraImpl::base(const torch::Tensor& x, const torch::Tensor& w
   const std::vector<torch::Tensor> xs = x.split_with_sizes(r.rows, 0);
   std::vector<torch::Tensor> parts;
   for (size_t j = 0; j < xs.size(); ++j) {
-    const int64_t n = r.rows[j];
-    if (n == 0) continue;
-    const int64_t len = j < r.length.size() && r.length[j] > 0 ? r.length[j] : x.size(1);
-    torch::Tensor xj = len < x.size(1) ? xs[j].narrow(1, 0, len) : xs[j];
-    // As contiguous as the run alone's input, so torch takes the same path (addmm or matmul + add).
-    if (x.is_contiguous()) xj = xj.contiguous();
-    torch::Tensor y = torch::nn::functional::linear(xj, w, b);
-    if (len < x.size(1)) y = torch::cat({y, torch::zeros({n, x.size(1) - len, y.size(2)}, y.options())}, 1);
-    parts.push_back(y);
+    if (r.rows[j] == 0) continue;
+    const int64_t T = x.size(1);
+    parts.push_back(pad_to(torch::nn::functional::linear(cut_to(xs[j], own_length(r, j, T)), w, b), T));
   }
   return parts.size() == 1 ? parts[0] : torch::cat(parts, 0);
 }

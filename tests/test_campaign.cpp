@@ -252,11 +252,6 @@ RunConfig with_products(RunConfig c, CampaignProducts p) {
   return c;
 }
 
-// max |a - b| / max |b| per tensor, over every trainable tensor of every job: 0 with per-job
-// products or shape_exact_blas(), else at most `joint_tol`; the worst is printed. The issue asks
-// 1e-5; joint products on the default kernels measure up to 1.5e-5 on this machine
-// (docs/campaigns.md), while `train` itself moves by 3e-6 between two batchings of the same
-// global batch.
 // Each job trained alone: its steps and gathered trainable tensors (they do not depend on
 // train.campaign_products, so two modes can share them).
 struct RunAlone {
@@ -264,6 +259,11 @@ struct RunAlone {
   std::map<std::string, torch::Tensor> weights;
 };
 
+// max |a - b| / max |b| per tensor, over every trainable tensor of every job: 0 with per-job
+// products or shape_exact_blas(), else at most `joint_tol`; the worst is printed. The issue asks
+// 1e-5; joint products on the default kernels measure up to 1.5e-5 on this machine
+// (docs/campaigns.md), while `train` itself moves by 3e-6 between two batchings of the same
+// global batch. `cache` (may be null) keeps the runs alone for another call.
 void expect_jobs_equal_runs_alone(const RunConfig& c, ProcessGrid& grid, const std::string& what, double joint_tol,
                                   std::vector<RunAlone>* cache = nullptr) {
   const bool exact = !joint_products(c) || shape_exact_blas();
